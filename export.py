@@ -1,0 +1,49 @@
+"""Export a checkpoint to MINDIR, ONNX or AIR, then verify the file on CPU.
+
+    python export.py --config_path=config/mobilenetv1_imagenet.yaml \\
+        --checkpoint_path=outputs/<run>/checkpoints/best.ckpt --file_format=ONNX
+    python export.py --config_path=... --checkpoint_path=... --export.batch_size=8 --image_size=256,256
+
+The default batch size is 1, as the Ascend 310 app expects. MINDIR and ONNX
+exports are compared with the checkpoint network on a fixed batch; the file is
+kept only when the largest difference is within ``export.tolerance``.
+"""
+import sys
+
+import src  # noqa: F401  (CPU performance setup before MindSpore loads)
+from src.cli import parse, run_main
+
+USAGE = __doc__
+
+
+def main(argv) -> int:
+    cfg = parse(argv, USAGE, program_defaults=[("mode", "graph")])
+    from src.errors import ConfigError
+    from src.export import check_format_supported
+
+    check_format_supported(cfg.export.file_format, cfg.device_target)
+    if not cfg.checkpoint_path:
+        raise ConfigError("no checkpoint given; pass --checkpoint_path=<file.ckpt>")
+    from src import checkpoint as ckpt
+    from src.device import setup_device
+    from src.engine import build_network
+    from src.export import export_network
+    from src.registry import get_model_spec
+    from src.tasks import get_task
+
+    setup_device(cfg.device_target, cfg.device_id, "graph")
+    tensors, _ = ckpt.read_checkpoint(cfg.checkpoint_path)
+    net = build_network(cfg)
+    ckpt.load_network_weights(net, tensors, source=f"checkpoint {cfg.checkpoint_path}")
+    task = get_task(get_model_spec(cfg.model).task)
+    deploy_net = task.export_network(cfg, net) if hasattr(task, "export_network") else net
+    file_base = cfg.export.file_name or f"{cfg.model}_{cfg.dataset}"
+    path = export_network(deploy_net, file_base, cfg.export.file_format, cfg.export.batch_size,
+                          cfg.image_size, verify=cfg.export.verify, tolerance=cfg.export.tolerance)
+    print(f"exported {cfg.model} ({cfg.export.file_format}, input "
+          f"{cfg.export.batch_size}x3x{cfg.image_size[0]}x{cfg.image_size[1]}) to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, sys.argv[1:])

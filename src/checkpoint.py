@@ -1,0 +1,188 @@
+"""Checkpoints with explicit contents, written atomically.
+
+A training checkpoint holds:
+  * the network's parameters under their attribute paths (``conv1.weight``), so
+    it loads into a bare network for eval/export with no prefix juggling;
+  * the optimizer state: ``moments.<param>`` and ``global_step``;
+  * metadata: ``epoch`` (completed epochs), ``global_step``, ``model``,
+    ``dataset``, ``num_classes`` and ``image_size`` (as text).
+
+Resuming reads epoch and step from the file, never from its name.
+"""
+import glob
+import os
+import re
+from typing import Dict, List, Optional, Tuple
+
+import mindspore as ms
+import numpy as np
+
+from src.errors import CheckpointError
+from src.utils.io import atomic_path
+
+META_KEYS = ("epoch", "global_step", "steps_per_epoch", "model", "dataset", "num_classes",
+             "image_size")
+
+
+def network_parameters(net) -> List[Tuple[str, ms.Parameter]]:
+    """(attribute path, parameter) pairs of a network, BN statistics included."""
+    seen, pairs = set(), []
+    for name, param in net.parameters_and_names():
+        if id(param) not in seen:
+            seen.add(id(param))
+            pairs.append((name, param))
+    return pairs
+
+
+def save_checkpoint(path: str, net, optimizer=None, meta: Optional[Dict] = None) -> str:
+    """Save network (+ optimizer state) and metadata to ``path`` atomically."""
+    items = [{"name": name, "data": param} for name, param in network_parameters(net)]
+    if optimizer is not None:
+        for param in optimizer.moments:
+            items.append({"name": param.name if param.name.startswith("moments.")
+                          else "moments." + param.name, "data": param})
+        items.append({"name": "global_step", "data": optimizer.global_step})
+    append = {}
+    for key, value in (meta or {}).items():
+        if key == "global_step":
+            continue  # stored as the optimizer's counter above, or below if no optimizer
+        append[key] = str(list(value)) if isinstance(value, (list, tuple)) else value
+    if optimizer is None and meta and "global_step" in meta:
+        append["global_step"] = int(meta["global_step"])
+    with atomic_path(path) as tmp:
+        ms.save_checkpoint(items, tmp, append_dict=append)
+    return path
+
+
+def read_checkpoint(path: str) -> Tuple[Dict[str, ms.Parameter], Dict[str, object]]:
+    """Read a checkpoint file; return (tensors, metadata). Clear errors when unreadable."""
+    if not path or not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} not found; pass an existing .ckpt file")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path!r} is empty (an interrupted write?); "
+                              f"use an earlier checkpoint")
+    try:
+        raw = ms.load_checkpoint(path)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read ({str(exc).splitlines()[0]}); "
+                              f"it is corrupt or not a MindSpore checkpoint") from None
+    meta = {}
+    for key in META_KEYS:
+        if key in raw and not _is_network_tensor(key):
+            value = raw.pop(key) if key != "global_step" else raw[key]
+            meta[key] = value if isinstance(value, str) else _scalar(value)
+    return raw, meta
+
+
+def _is_network_tensor(key: str) -> bool:
+    return "." in key
+
+
+def _scalar(value):
+    arr = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+    return arr.reshape(-1)[0].item() if arr.size else None
+
+
+def load_network_weights(net, tensors: Dict[str, ms.Parameter], source: str = "checkpoint",
+                         strict: bool = True) -> None:
+    """Copy checkpoint tensors into ``net``; refuse mismatches by name and shape.
+
+    Accepts checkpoints whose names carry a wrapper prefix (``network.``,
+    ``backbone.``...) as long as the suffixes match the network uniquely.
+    """
+    pairs = network_parameters(net)
+    lookup = _prefix_tolerant_lookup(tensors, [n for n, _ in pairs])
+    missing, wrong_shape, to_load = [], [], {}
+    for name, param in pairs:
+        key = lookup.get(name)
+        if key is None:
+            missing.append(name)
+            continue
+        value = tensors[key]
+        shape = tuple(value.shape)
+        if shape != tuple(param.shape):
+            wrong_shape.append(f"{name} {shape} vs network {tuple(param.shape)}")
+            continue
+        to_load[param.name] = ms.Parameter(value.asnumpy().astype(
+            ms.dtype_to_nptype(param.dtype)), name=param.name)
+    if wrong_shape or (strict and missing):
+        parts = []
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} shape mismatch(es): " + "; ".join(wrong_shape[:4])
+                         + (" ..." if len(wrong_shape) > 4 else ""))
+        if missing:
+            parts.append(f"{len(missing)} parameter(s) missing: " + ", ".join(missing[:4])
+                         + (" ..." if len(missing) > 4 else ""))
+        raise CheckpointError(f"{source} does not fit the network ({'; '.join(parts)}); "
+                              f"check --model, --num_classes and --image_size")
+    ms.load_param_into_net(net, to_load, strict_load=False)
+
+
+def _prefix_tolerant_lookup(tensors: Dict, names: List[str]) -> Dict[str, str]:
+    lookup = {}
+    keys = [k for k in tensors if not k.startswith(("moments.", "accum.")) and k != "global_step"]
+    for name in names:
+        if name in tensors:
+            lookup[name] = name
+            continue
+        candidates = [k for k in keys if k.endswith("." + name)]
+        if len(candidates) == 1:
+            lookup[name] = candidates[0]
+    return lookup
+
+
+def load_optimizer_state(optimizer, tensors: Dict[str, ms.Parameter], source: str) -> int:
+    """Restore momentum buffers and the step counter; return the global step."""
+    if "global_step" not in tensors:
+        raise CheckpointError(f"{source} holds no optimizer state (global_step); it cannot be "
+                              f"resumed — use --pretrained to start from its weights instead")
+    to_load = {}
+    for param in optimizer.moments:
+        key = param.name if param.name.startswith("moments.") else "moments." + param.name
+        if key not in tensors:
+            raise CheckpointError(f"{source} lacks optimizer state {key!r}; it was saved by "
+                                  f"another model or optimizer")
+        to_load[param.name] = ms.Parameter(tensors[key].asnumpy(), name=param.name)
+    ms.load_param_into_net(optimizer, to_load, strict_load=False)
+    step = int(_scalar(tensors["global_step"]))
+    optimizer.global_step.set_data(ms.Tensor(np.array([step], dtype=np.int32)))
+    return step
+
+
+def checkpoint_name(model: str, dataset: str, epoch: int, steps_per_epoch: int) -> str:
+    """Model-zoo style file name ``<model>_<dataset>-<epoch>_<steps>.ckpt``."""
+    return f"{model}_{dataset}-{epoch}_{steps_per_epoch}.ckpt"
+
+
+_EPOCH_RE = re.compile(r"-(\d+)_(\d+)\.ckpt$")
+
+
+def list_checkpoints(folder: str) -> List[str]:
+    """Periodic checkpoints in ``folder``, oldest first (by epoch in the name, then mtime)."""
+    files = [f for f in glob.glob(os.path.join(folder, "*.ckpt")) if _EPOCH_RE.search(f)]
+    return sorted(files, key=lambda f: (int(_EPOCH_RE.search(f).group(1)), os.path.getmtime(f)))
+
+
+def prune_checkpoints(folder: str, keep_max: int) -> List[str]:
+    """Delete the oldest periodic checkpoints beyond ``keep_max``; return deleted paths."""
+    files = list_checkpoints(folder)
+    doomed = files[:-keep_max] if keep_max > 0 else []
+    for path in doomed:
+        os.remove(path)
+    return doomed
+
+
+def find_resume_checkpoint(path: str) -> str:
+    """Resolve ``--resume``: a file, or the newest readable checkpoint in a run folder."""
+    if os.path.isfile(path):
+        return path
+    folder = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"--resume={path!r} is neither a checkpoint file nor a run folder")
+    for candidate in reversed(list_checkpoints(folder)):
+        try:
+            read_checkpoint(candidate)
+            return candidate
+        except CheckpointError as exc:
+            print(f"warning: skipping unreadable checkpoint: {exc}", flush=True)
+    raise CheckpointError(f"no readable checkpoint in {folder!r} to resume from")

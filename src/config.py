@@ -1,0 +1,539 @@
+"""One configuration schema for every model: defaults -> YAML file -> command line.
+
+The defaults below are the single place where every key, its type and its
+meaning are written down. A YAML file in ``config/`` overrides some of them,
+``--key=value`` flags override the file, and the result is a frozen
+:class:`Config`. Unknown keys, wrong types and invalid choices are errors that
+name the key, the value and where it came from.
+
+Nested keys are written with dots on the command line (``--lr.base_lr=0.05``),
+lists as ``--image_size=224,224`` or ``--image_size=[224,224]``. The flag
+spellings of the upstream model-zoo READMEs are accepted as aliases (see
+``FLAG_ALIASES``). Keys marked per-device may hold a mapping
+``{Ascend: .., GPU: .., CPU: ..}`` that is resolved from ``device_target``.
+
+Importing this module never reads ``sys.argv``: entry points pass their
+arguments to :func:`load_config` explicitly.
+"""
+import argparse
+import copy
+import dataclasses
+import difflib
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from src.errors import ConfigError
+
+DEVICES = ("Ascend", "GPU", "CPU")
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """Schema of one config key."""
+
+    default: Any
+    help: str
+    type: type = None  # defaults to type(default); list for lists
+    choices: Tuple = None
+    item_type: type = None  # element type of list values
+    per_device: bool = False  # value may be {Ascend: .., GPU: .., CPU: ..}
+    value_aliases: Dict[str, Any] = None  # e.g. imagenet2012 -> imagenet
+
+    def value_type(self):
+        return self.type or type(self.default)
+
+
+# Every key the zoo knows, with its default and a one-line meaning.
+SCHEMA: Dict[str, Any] = {
+    # --- what to run -------------------------------------------------------
+    "model": Key("mobilenetv1", "network name (see src/registry.py)"),
+    "dataset": Key("cifar10", "dataset format", choices=("cifar10", "imagenet", "coco"),
+                   value_aliases={"imagenet2012": "imagenet", "coco2017": "coco"}),
+    "num_classes": Key(10, "number of classes the network predicts"),
+    "image_size": Key([224, 224], "network input [height, width]", type=list, item_type=int),
+    "net": Key({}, "network options of the chosen model (checked against its builder)", type=dict),
+    # --- device ------------------------------------------------------------
+    "device_target": Key("CPU", "backend", choices=DEVICES),
+    "device_id": Key(-1, "device index; -1 = env DEVICE_ID or 0"),
+    "mode": Key("graph", "MindSpore execution mode", choices=("graph", "pynative")),
+    "amp_level": Key({"Ascend": "O2", "GPU": "O2", "CPU": "O0"},
+                     "mixed precision level", type=str, choices=("O0", "O1", "O2", "O3"),
+                     per_device=True),
+    "seed": Key(1, "random seed for weights, data order and augmentation"),
+    # --- data --------------------------------------------------------------
+    "data": {
+        "dir": Key("", "dataset root (standard sub-folders are found inside it)"),
+        "train_dir": Key("", "training split; empty = derived from data.dir"),
+        "eval_dir": Key("", "evaluation split; empty = derived from data.dir"),
+        "train_ann_file": Key("", "COCO training annotations; empty = derived from data.dir"),
+        "eval_ann_file": Key("", "COCO evaluation annotations; empty = derived from data.dir"),
+        "num_workers": Key({"Ascend": 8, "GPU": 8, "CPU": 2},
+                           "data workers per process (clamped to the cores)", type=int,
+                           per_device=True),
+        "eval_batch_size": Key(0, "evaluation batch size; 0 = batch_size"),
+        "resize_eval": Key(256, "eval resize (shorter side) before the center crop; ImageNet"),
+        "square_resize_eval": Key(False, "eval resize to a square (VGG upstream) instead of the shorter side"),
+        "color_jitter": Key(0.0, "brightness/contrast/saturation jitter strength (0 = off)"),
+        "hue_jitter": Key(0.0, "hue jitter for ImageNet training (0 = off)"),
+        "cutout": Key(0, "CutOut square size for CIFAR training (0 = off)"),
+        "demo": Key(False, "make the built-in demo dataset under data.dir if it is missing"),
+    },
+    "batch_size": Key(32, "images per device per step"),
+    "epochs": Key(1, "training epochs"),
+    # --- optimizer and schedule ----------------------------------------------
+    "optimizer": {
+        "momentum": Key(0.9, "SGD momentum"),
+        "weight_decay": Key(1e-4, "L2 weight decay"),
+        "decay_bn_and_bias": Key(False, "also decay BatchNorm gamma/beta and biases"),
+    },
+    "lr": {
+        "schedule": Key("cosine", "schedule name (src/lr_schedules.py)",
+                        choices=("constant", "multistep", "cosine", "cosine_v2", "cosine_sample",
+                                 "poly", "fraction_steps", "linear_cosine", "linear"),
+                        value_aliases={"exponential": "multistep", "cosine_annealing": "cosine",
+                                       "cosine_annealing_V2": "cosine_v2",
+                                       "cosine_annealing_sample": "cosine_sample",
+                                       "step": "poly", "steps": "fraction_steps"}),
+        "base_lr": Key(0.1, "peak learning rate (after warmup)"),
+        "init_lr": Key(0.0, "learning rate at the start of warmup"),
+        "end_lr": Key(0.0, "final learning rate (linear schedule)"),
+        "warmup_epochs": Key(0.0, "linear warmup length in epochs"),
+        "milestones": Key([], "epochs at which multistep decays", type=list, item_type=int),
+        "gamma": Key(0.1, "multistep decay factor"),
+        "eta_min": Key(0.0, "cosine floor"),
+        "t_max": Key(0, "cosine period in epochs; 0 = epochs"),
+    },
+    # --- loss --------------------------------------------------------------
+    "loss": {
+        "label_smoothing": Key(0.0, "label smoothing factor (classifiers)"),
+        "loss_scale": Key({"Ascend": 1024.0, "GPU": 1024.0, "CPU": 1.0},
+                          "static loss scale", type=float, per_device=True),
+        "dynamic_loss_scale": Key(False, "dynamic loss scaling (skips overflowing steps)"),
+    },
+    # --- outputs and checkpoints ---------------------------------------------
+    "output_dir": Key("outputs", "runs are written to output_dir/run_name"),
+    "run_name": Key("", "run folder name; empty = <model>_<dataset>_<time>"),
+    "log_interval": Key(0, "steps between progress lines; 0 = about 10 per epoch"),
+    "pretrained": Key("", "checkpoint whose weights initialise training"),
+    "resume": Key("", "checkpoint (or run folder, or 'auto') to continue training from"),
+    "checkpoint_path": Key("", "checkpoint (file or folder) to evaluate or export"),
+    "checkpoint": {
+        "save_every_epochs": Key(1, "epochs between checkpoints"),
+        "keep_max": Key(5, "how many periodic checkpoints to keep"),
+        "eval_every_epochs": Key(0, "evaluate during training every N epochs (0 = never)"),
+        "keep_best": Key(True, "keep best.ckpt by top-1 when evaluating during training"),
+        "save_on_all_ranks": Key(False, "every rank writes checkpoints, not only rank 0"),
+    },
+    # --- export --------------------------------------------------------------
+    "export": {
+        "file_format": Key("MINDIR", "export format", choices=("MINDIR", "ONNX", "AIR"),
+                           value_aliases={"mindir": "MINDIR", "onnx": "ONNX", "air": "AIR"}),
+        "file_name": Key("", "output file without extension; empty = <model>_<dataset>"),
+        "batch_size": Key(1, "batch size baked into the exported graph"),
+        "verify": Key(True, "compare the export against the checkpoint network on CPU"),
+        "tolerance": Key(1e-4, "max abs difference allowed by the verification"),
+    },
+    # --- distributed -----------------------------------------------------------
+    "distributed": Key(False, "data-parallel training over all launched processes"),
+    # --- cloud (ModelArts) -------------------------------------------------------
+    "modelarts": {
+        "enabled": Key(False, "run on Huawei ModelArts (needs the moxing package)"),
+        "data_url": Key("", "OBS URL of the dataset"),
+        "train_url": Key("", "OBS URL for outputs"),
+        "checkpoint_url": Key("", "OBS URL of a checkpoint"),
+    },
+    # --- detection (YOLOv3-Tiny) -------------------------------------------------
+    "detection": {
+        "anchors": Key([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]],
+                       "anchor (w, h) pairs in input pixels", type=list),
+        "anchor_masks": Key([[3, 4, 5], [0, 1, 2]],
+                            "anchor indices per output (stride 32 first)", type=list),
+        "max_boxes": Key(90, "boxes kept per image"),
+        "assign_iou_threshold": Key(0.213, "anchors above this IoU with a box also predict it"),
+        "ignore_threshold": Key(0.7, "predictions above this IoU with any box get no no-object loss"),
+        "coord_scale": Key(4.0, "GIoU box-loss weight"),
+        "large_scale": Key(4.0, "weight of the stride-32 output's loss"),
+        "label_smoothing": Key(0.0, "class target smoothing"),
+        "multi_scale": Key([], "training sizes to pick from (square); empty = image_size only",
+                           type=list, item_type=int),
+        "multi_scale_interval": Key(10, "batches between input-size changes"),
+        "jitter": Key(0.3, "random aspect jitter of the training crop"),
+        "hue": Key(0.015, "HSV hue jitter"),
+        "saturation": Key(1.5, "HSV saturation jitter"),
+        "value": Key(0.4, "HSV value jitter"),
+        "nms_iou": Key(0.5, "NMS IoU threshold"),
+        "score_threshold": Key(0.001, "keep detections scoring at least this (0.001 for mAP)"),
+        "multi_label": Key(True, "a box may be reported for several classes"),
+        "multi_label_threshold": Key(0.15, "class probability needed for multi-label output"),
+        "max_detections": Key(100, "detections kept per image after NMS (COCO uses 100)"),
+    },
+}
+
+# Upstream flag spellings (seed READMEs) -> canonical dotted key.
+FLAG_ALIASES: Dict[str, str] = {
+    "data_path": "data.dir", "dataset_path": "data.dir", "data_dir": "data.dir",
+    "data_url_local": "data.dir",
+    "train_data_dir": "data.train_dir", "val_data_dir": "data.eval_dir",
+    "ann_file": "data.eval_ann_file",
+    "dataset_name": "dataset",
+    "platform": "device_target",
+    "pre_trained": "pretrained",
+    "ckpt_file": "checkpoint_path", "ckpt_path": "checkpoint_path",
+    "per_batch_size": "batch_size",
+    "max_epoch": "epochs", "epoch_size": "epochs",
+    "is_distributed": "distributed", "run_distribute": "distributed",
+    "file_format": "export.file_format", "file_name": "export.file_name",
+    "class_num": "num_classes",
+    "lr_scheduler": "lr.schedule", "lr_decay_mode": "lr.schedule",
+    "lr_init": "lr.init_lr", "lr_max": "lr.base_lr", "lr_end": "lr.end_lr",
+    "warmup_epochs": "lr.warmup_epochs", "lr_epochs": "lr.milestones", "lr_gamma": "lr.gamma",
+    "T_max": "lr.t_max", "t_max": "lr.t_max", "eta_min": "lr.eta_min",
+    "lr": "lr.base_lr",
+    "momentum": "optimizer.momentum", "weight_decay": "optimizer.weight_decay",
+    "label_smooth_factor": "loss.label_smoothing", "loss_scale": "loss.loss_scale",
+    "is_dynamic_loss_scale": "loss.dynamic_loss_scale",
+    "keep_checkpoint_max": "checkpoint.keep_max",
+    "enable_modelarts": "modelarts.enabled",
+    "nms_thresh": "detection.nms_iou", "eval_ignore_threshold": "detection.score_threshold",
+}
+
+
+class Config:
+    """Frozen, attribute-access view of a resolved configuration."""
+
+    def __init__(self, values: Dict[str, Any]):
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, name):
+        try:
+            value = self._values[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}") from None
+        return Config(value) if isinstance(value, dict) and name != "net" else value
+
+    def __getitem__(self, name):
+        return self.__getattr__(name)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Config is frozen; use Config.replace(...) for a modified copy")
+
+    def __contains__(self, name):
+        return name in self._values
+
+    def get(self, dotted: str, default=None):
+        """Value of a dotted key (``lr.base_lr``), or default if absent."""
+        node = self._values
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return copy.deepcopy(node)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A deep copy of the plain nested dict."""
+        return copy.deepcopy(self._values)
+
+    def replace(self, **dotted_values) -> "Config":
+        """A copy with some keys changed (``replace(**{'lr.base_lr': 0.05})``), re-validated."""
+        values = self.to_dict()
+        for dotted, value in dotted_values.items():
+            _set_checked(values, dotted, value, "Config.replace")
+        return Config(values)
+
+    def dump(self) -> str:
+        """YAML text of the resolved config."""
+        return yaml.safe_dump(self._values, sort_keys=False, default_flow_style=None)
+
+    def __repr__(self):
+        return f"Config({self._values!r})"
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _schema_at(dotted: str):
+    node = SCHEMA
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _all_keys(schema=SCHEMA, prefix="") -> List[str]:
+    keys = []
+    for name, node in schema.items():
+        full = prefix + name
+        keys.extend(_all_keys(node, full + ".") if isinstance(node, dict) else [full])
+    return keys
+
+
+def _defaults(schema=SCHEMA) -> Dict[str, Any]:
+    return {name: _defaults(node) if isinstance(node, dict) else copy.deepcopy(node.default)
+            for name, node in schema.items()}
+
+
+def _unknown_key(dotted: str, value, source: str) -> ConfigError:
+    close = difflib.get_close_matches(dotted, _all_keys() + list(FLAG_ALIASES), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {dotted!r} = {value!r} (from {source}){hint}")
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce_scalar(value, want: type, dotted: str, source: str):
+    def bad():
+        return ConfigError(f"config key {dotted!r} expects {want.__name__}, "
+                           f"got {value!r} (from {source})")
+
+    if want is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad()
+    if want is int:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if want is float:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if want is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    raise bad()
+
+
+def _parse_cli_text(text: str):
+    """Turn a command-line string into a YAML scalar/list (``1,2`` -> [1, 2])."""
+    stripped = text.strip()
+    if stripped.startswith(("[", "{")):
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError:
+            return text
+    if "," in stripped:
+        return [_parse_cli_text(part) for part in stripped.split(",")]
+    return text  # left as text: the schema type decides how to read it
+
+
+def _coerce(key: Key, value, dotted: str, source: str, device: Optional[str] = None):
+    """Check and convert ``value`` for ``key``; resolves per-device mappings."""
+    if key.per_device and isinstance(value, dict):
+        unknown = sorted(set(value) - set(DEVICES))
+        if unknown:
+            raise ConfigError(f"config key {dotted!r}: per-device mapping has unknown device(s) "
+                              f"{unknown}, expected keys among {list(DEVICES)} (from {source})")
+        if device is None:
+            return {dev: _coerce(key, v, dotted, source) for dev, v in value.items()}
+        if device not in value:
+            raise ConfigError(f"config key {dotted!r} has no value for device {device!r} "
+                              f"(from {source}); add '{device}: ...' to the mapping")
+        value = value[device]
+    want = key.value_type()
+    if want is list:
+        if isinstance(value, str):
+            value = _parse_cli_text(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key.item_type:
+            value = [value]  # --image_size=224 means [224, 224] below
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {dotted!r} expects a list, got {value!r} (from {source})")
+        if key.item_type:
+            value = [_coerce_scalar(v, key.item_type, dotted, source) for v in value]
+        if dotted == "image_size":
+            if len(value) == 1:
+                value = value * 2
+            if len(value) != 2 or min(value) <= 0:
+                raise ConfigError(f"config key 'image_size' expects [height, width] > 0, "
+                                  f"got {value!r} (from {source})")
+        return value
+    if want is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {dotted!r} expects a mapping, got {value!r} "
+                              f"(from {source})")
+        return value
+    if isinstance(value, str) and key.value_aliases and value in key.value_aliases:
+        value = key.value_aliases[value]
+    value = _coerce_scalar(value, want, dotted, source)
+    if key.value_aliases and value in key.value_aliases:
+        value = key.value_aliases[value]
+    if key.choices and value not in key.choices:
+        raise ConfigError(f"config key {dotted!r} has invalid value {value!r} (from {source}); "
+                          f"choose one of {list(key.choices)}")
+    return value
+
+
+def _set_checked(values: Dict[str, Any], dotted: str, value, source: str):
+    """Validate one dotted key and store it in the nested ``values`` dict."""
+    if dotted.startswith("net."):
+        values.setdefault("net", {})[dotted[4:]] = _parse_net_value(value)
+        return
+    key = _schema_at(dotted)
+    if key is None:
+        raise _unknown_key(dotted, value, source)
+    if isinstance(key, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {dotted!r} is a section; set its keys "
+                              f"(e.g. {dotted}.{next(iter(key))}) (from {source})")
+        for sub, sub_value in value.items():
+            _set_checked(values, f"{dotted}.{sub}", sub_value, source)
+        return
+    node = values
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = _coerce(key, value, dotted, source)
+
+
+def _parse_net_value(value):
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def _flatten(mapping: Dict[str, Any], prefix="") -> List[Tuple[str, Any]]:
+    items = []
+    for name, value in mapping.items():
+        dotted = prefix + str(name)
+        node = _schema_at(dotted)
+        if isinstance(value, dict) and isinstance(node, dict):
+            items.extend(_flatten(value, dotted + "."))
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def read_yaml(path: str) -> Dict[str, Any]:
+    """Load a config file with the safe YAML loader (no object construction)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} not found; pass an existing file with "
+                          f"--config_path (see config/ for the shipped ones)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"config file {path!r} is not valid YAML{at}: "
+                          f"{getattr(exc, 'problem', exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of keys, "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(argv: Sequence[str]) -> List[Tuple[str, str, str]]:
+    """Split ``--key=value`` / ``--key value`` flags into (canonical key, value, flag) triples."""
+    overrides = []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"unexpected argument {arg!r}; options are written --key=value")
+        body = arg[2:]
+        if "=" in body:
+            name, value = body.split("=", 1)
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            name, value = body, argv[i + 1]
+            i += 1
+        else:
+            name, value = body, "true"  # a bare flag switches a boolean on
+        name = name.replace("-", "_") if name not in FLAG_ALIASES else name
+        canonical = FLAG_ALIASES.get(name, name)
+        overrides.append((canonical, value, f"command line --{name}"))
+        i += 1
+    return overrides
+
+
+def load_config(config_path: Optional[str] = None, overrides: Sequence = (),
+                cli_args: Sequence[str] = ()) -> Config:
+    """Resolve defaults <- YAML file <- overrides <- command-line flags.
+
+    ``overrides`` is a sequence of (dotted key, value) pairs applied before the
+    command line (entry points use it for their own defaults); ``cli_args`` are
+    raw ``--key=value`` strings.
+    """
+    values = _defaults()
+    if config_path:
+        for dotted, value in _flatten(read_yaml(config_path)):
+            _set_checked(values, dotted, value, f"config file {config_path}")
+    for dotted, value in overrides:
+        _set_checked(values, dotted, value, "program defaults")
+    for dotted, value, source in parse_overrides(cli_args):
+        _set_checked(values, dotted, value, source)
+    return Config(_resolve_per_device(values))
+
+
+def _resolve_per_device(values: Dict[str, Any]) -> Dict[str, Any]:
+    device = values["device_target"]
+
+    def walk(schema, node, prefix):
+        for name, key in schema.items():
+            dotted = prefix + name
+            if isinstance(key, dict):
+                walk(key, node[name], dotted + ".")
+            elif key.per_device:
+                node[name] = _coerce(key, node[name], dotted, "device resolution", device)
+
+    walk(SCHEMA, values, "")
+    return values
+
+
+def split_config_path(argv: Sequence[str]) -> Tuple[Optional[str], List[str]]:
+    """Take ``--config_path``/``--config`` out of argv; return (path, remaining args)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--config_path", "--config", dest="config_path", default=None)
+    known, rest = parser.parse_known_args(list(argv))
+    return known.config_path, rest
+
+
+def help_text() -> str:
+    """Every key with its default and meaning, for ``--help``."""
+    lines = []
+
+    def walk(schema, prefix):
+        for name, key in schema.items():
+            if isinstance(key, dict):
+                walk(key, prefix + name + ".")
+            else:
+                choice = f" {{{', '.join(map(str, key.choices))}}}" if key.choices else ""
+                lines.append(f"  --{prefix}{name}{choice}  (default {key.default!r})  {key.help}")
+
+    walk(SCHEMA, "")
+    lines.append("  aliases: " + ", ".join(f"--{a} -> {c}" for a, c in sorted(FLAG_ALIASES.items())))
+    return "\n".join(lines)
+
+
+def save_config(cfg: Config, run_dir: str) -> str:
+    """Write the resolved config as ``run_dir/config.yaml`` (atomically); return the path."""
+    from src.utils.io import atomic_write_text  # local import: keeps config import-light
+    path = os.path.join(run_dir, "config.yaml")
+    atomic_write_text(path, cfg.dump())
+    return path

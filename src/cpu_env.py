@@ -1,0 +1,27 @@
+"""Environment knobs that must be set before MindSpore is imported.
+
+On AVX-512 CPUs MindSpore 2.x's oneDNN build dispatches 3x3 convolutions to the
+reference kernel (~1 GFLOP/s). Capping the ISA at AVX2 selects the JIT GEMM
+kernels (~100x faster, same results). The user's own setting always wins, and
+nothing changes on CPUs without AVX-512.
+"""
+import os
+
+ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+
+
+def _cpu_has_avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def apply() -> None:
+    """Set the oneDNN ISA cap unless the user chose one (idempotent)."""
+    if ISA_VARIABLE not in os.environ and _cpu_has_avx512():
+        os.environ[ISA_VARIABLE] = "AVX2"

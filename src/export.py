@@ -1,0 +1,127 @@
+"""Export a network to MINDIR / ONNX / AIR and check the result numerically.
+
+The export is written under a temporary name, run on CPU against the
+checkpoint network on a fixed batch (MINDIR through MindSpore, ONNX through
+onnxruntime), and renamed to its final name only if the largest absolute
+difference is within tolerance. AIR needs Ascend and is checked up front.
+"""
+import os
+from typing import List, Sequence
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from src.errors import ExportError
+
+EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+
+
+def check_format_supported(file_format: str, device_target: str) -> None:
+    """AIR export needs an Ascend device: refuse early, before any work."""
+    if file_format != "AIR":
+        return
+    available = False
+    if device_target == "Ascend":
+        try:
+            available = ms.hal.is_available("Ascend")
+        except Exception:  # pylint: disable=broad-except
+            available = False
+    if not available:
+        raise ExportError("AIR export needs an Ascend device and the Ascend build of MindSpore; "
+                          "on this machine export MINDIR or ONNX (--file_format=MINDIR), or run "
+                          "with --device_target=Ascend on an Ascend host")
+
+
+def sample_input(batch_size: int, image_size: Sequence[int], seed: int = 0) -> np.ndarray:
+    """The fixed batch used for export and verification (normalised-image-like values)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch_size, 3, image_size[0], image_size[1])).astype(np.float32)
+
+
+def _as_list(outputs) -> List[np.ndarray]:
+    if isinstance(outputs, (tuple, list)):
+        return [o.asnumpy() if hasattr(o, "asnumpy") else np.asarray(o) for o in outputs]
+    return [outputs.asnumpy() if hasattr(outputs, "asnumpy") else np.asarray(outputs)]
+
+
+class ExportedModel:
+    """Run an exported MINDIR (MindSpore) or ONNX (onnxruntime) file on numpy input."""
+
+    def __init__(self, path: str, num_threads: int = 0):
+        if not os.path.isfile(path):
+            raise ExportError(f"exported model {path!r} not found")
+        self.path = path
+        self.format = "ONNX" if path.endswith(".onnx") else "MINDIR"
+        if self.format == "ONNX":
+            import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+            options = ort.SessionOptions()
+            if num_threads:
+                options.intra_op_num_threads = num_threads
+            try:
+                self._session = ort.InferenceSession(path, options,
+                                                     providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ExportError(f"onnxruntime cannot load {path!r}: {exc}") from None
+            self._input_name = self._session.get_inputs()[0].name
+        else:
+            try:
+                self._cell = nn.GraphCell(ms.load(path))
+            except (RuntimeError, ValueError) as exc:
+                raise ExportError(f"MindSpore cannot load {path!r}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+
+    def __call__(self, batch: np.ndarray) -> List[np.ndarray]:
+        """Outputs of the exported graph for one input batch, as numpy arrays."""
+        if self.format == "ONNX":
+            return list(self._session.run(None, {self._input_name: batch}))
+        return _as_list(self._cell(ms.Tensor(batch)))
+
+
+def export_network(net, file_base: str, file_format: str, batch_size: int,
+                   image_size: Sequence[int], verify: bool = True,
+                   tolerance: float = 1e-4, log=print) -> str:
+    """Export ``net`` to ``file_base`` + extension; verify it on CPU; return the path."""
+    ext = EXTENSIONS[file_format]
+    final = file_base + ext
+    folder = os.path.dirname(os.path.abspath(final))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create {folder!r} ({exc.strerror}); choose another "
+                          f"--export.file_name") from None
+    tmp_base = os.path.join(folder, f".{os.path.basename(file_base)}.partial")
+    net.set_train(False)
+    batch = sample_input(batch_size, image_size)
+    try:
+        ms.export(net, ms.Tensor(batch), file_name=tmp_base, file_format=file_format)
+        written = tmp_base + ext
+        if not os.path.isfile(written):
+            raise ExportError(f"MindSpore reported no error but wrote no {file_format} file")
+        if verify and file_format in ("MINDIR", "ONNX"):
+            expected = _as_list(net(ms.Tensor(batch)))
+            actual = ExportedModel(written)(batch)
+            max_diff = compare_outputs(expected, actual)
+            log(f"export check ({file_format} vs checkpoint network, batch {batch_size}): "
+                f"max abs difference {max_diff:.3e} (tolerance {tolerance:g})")
+            if not max_diff <= tolerance:
+                raise ExportError(f"{file_format} export differs from the network by {max_diff:.3e} "
+                                  f"> tolerance {tolerance:g}; not written")
+        os.replace(written, final)
+    finally:
+        for leftover in (tmp_base + ext, tmp_base + ext + ".tmp"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return final
+
+
+def compare_outputs(expected: List[np.ndarray], actual: List[np.ndarray]) -> float:
+    """Largest absolute difference between two output lists (inf if shapes differ)."""
+    if len(expected) != len(actual):
+        return float("inf")
+    worst = 0.0
+    for e, a in zip(expected, actual):
+        if e.shape != a.shape:
+            return float("inf")
+        worst = max(worst, float(np.max(np.abs(e.astype(np.float64) - a.astype(np.float64)))))
+    return worst

@@ -1,0 +1,47 @@
+"""MobileNetV1 (width 1.0): a stem conv and 13 depthwise/pointwise pairs, all conv-BN-ReLU6."""
+from mindspore import nn
+
+from src.layers import ConvBNAct, GlobalAvgPool, init_weights
+from src.registry import register_model
+
+STEM_CHANNELS = 32
+# (out_channels, stride of the depthwise conv) for each depthwise-separable pair.
+SEPARABLE_LAYOUT = (
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
+    (1024, 2), (1024, 1),
+)
+
+
+class MobileNetV1(nn.Cell):
+    """MobileNetV1 returning (N, num_classes) logits; 27 conv blocks, mean pool, Dense."""
+
+    def __init__(self, num_classes: int = 1001):
+        super().__init__()
+        blocks = [ConvBNAct(3, STEM_CHANNELS, 3, stride=2, activation="relu6")]
+        channels = STEM_CHANNELS
+        for out_channels, stride in SEPARABLE_LAYOUT:
+            blocks.append(ConvBNAct(channels, channels, 3, stride=stride, groups=channels,
+                                    activation="relu6"))
+            blocks.append(ConvBNAct(channels, out_channels, 1, activation="relu6"))
+            channels = out_channels
+        self.features = nn.SequentialCell(blocks)
+        self.pool = GlobalAvgPool(keep_dims=False)
+        self.classifier = nn.Dense(channels, num_classes)
+
+    def construct(self, x):
+        return self.classifier(self.pool(self.features(x)))
+
+
+@register_model("mobilenetv1", task="classification")
+def mobilenetv1(num_classes=1001, image_size=(224, 224), *, weight_init="xavier_uniform"):
+    """MobileNetV1 with upstream's training init: ``weight_init`` convs, TruncatedNormal(0.01) FC.
+
+    Any image_size works (global mean pooling before the classifier).
+    """
+    del image_size
+    net = MobileNetV1(num_classes)
+    # Upstream applied this init in train.py; doing it here makes every entry point agree.
+    init_weights(net, weight_init, cell_types=(nn.Conv2d,), bias=None)
+    init_weights(net, "truncated_normal", cell_types=(nn.Dense,), sigma=0.01, bias="zeros")
+    return net

@@ -1,0 +1,46 @@
+"""Train any registered model; the config file names the model and dataset.
+
+    python train.py                                   # demo: makes demo data, trains, evaluates
+    python train.py --config_path=config/mobilenetv1_cifar10.yaml --data_dir=/data/cifar10
+    python train.py --config_path=config/vgg16_imagenet.yaml --data_dir=/data/imagenet \\
+        --device_target=GPU --batch_size=32 --lr.base_lr=0.02
+    python train.py --config_path=... --resume=outputs/<run>      # continue where it stopped
+"""
+import os
+import sys
+
+import src  # noqa: F401  (CPU performance setup before MindSpore loads)
+from src.cli import (REPO_ROOT, ensure_demo_data_if_asked, parse, record_run, run_directory,
+                     run_main)
+
+DEMO_CONFIG = os.path.join(REPO_ROOT, "config", "demo.yaml")
+USAGE = __doc__
+
+
+def main(argv) -> int:
+    cfg = parse(argv, USAGE, default_config=DEMO_CONFIG)
+    from src.device import setup_device  # MindSpore loads here, after the config is valid
+    from src.engine import fit
+    from src.modelarts import sync_inputs, sync_outputs
+    from src.utils.logging import RunLogger
+
+    cfg = sync_inputs(cfg)
+    ensure_demo_data_if_asked(cfg)
+    ctx = setup_device(cfg.device_target, cfg.device_id, cfg.mode, cfg.distributed)
+    run_dir = run_directory(cfg, "train", ctx.rank, ctx.group_size)
+    record_run(cfg, run_dir, ctx.rank)
+    log_name = "train.log" if ctx.rank == 0 else os.path.join(f"rank_{ctx.rank}", "train.log")
+    log = RunLogger(os.path.join(run_dir, log_name), echo=ctx.is_main)
+    log(f"run folder: {run_dir}")
+    state, _, metrics = fit(cfg, ctx, run_dir, log)
+    if ctx.is_main:
+        log(f"training finished: {state.epoch} epochs, checkpoint {state.last_checkpoint}")
+        if metrics is None:
+            log("no evaluation during training (checkpoint.eval_every_epochs=0); run "
+                f"python eval.py --config_path=<config> --checkpoint_path={state.last_checkpoint}")
+    sync_outputs(cfg, run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, sys.argv[1:])
