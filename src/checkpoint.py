@@ -103,8 +103,7 @@ def load_network_weights(net, tensors: Dict[str, ms.Parameter], source: str = "c
         if shape != tuple(param.shape):
             wrong_shape.append(f"{name} {shape} vs network {tuple(param.shape)}")
             continue
-        to_load[param.name] = ms.Parameter(value.asnumpy().astype(
-            ms.dtype_to_nptype(param.dtype)), name=param.name)
+        to_load[name] = (param, value)
     if wrong_shape or (strict and missing):
         parts = []
         if wrong_shape:
@@ -115,7 +114,8 @@ def load_network_weights(net, tensors: Dict[str, ms.Parameter], source: str = "c
                          + (" ..." if len(missing) > 4 else ""))
         raise CheckpointError(f"{source} does not fit the network ({'; '.join(parts)}); "
                               f"check --model, --num_classes and --image_size")
-    ms.load_param_into_net(net, to_load, strict_load=False)
+    for param, value in to_load.values():
+        param.set_data(ms.Tensor(value.asnumpy()).astype(param.dtype))
 
 
 def _prefix_tolerant_lookup(tensors: Dict, names: List[str]) -> Dict[str, str]:
@@ -136,14 +136,17 @@ def load_optimizer_state(optimizer, tensors: Dict[str, ms.Parameter], source: st
     if "global_step" not in tensors:
         raise CheckpointError(f"{source} holds no optimizer state (global_step); it cannot be "
                               f"resumed — use --pretrained to start from its weights instead")
-    to_load = {}
+    # Set each buffer directly: load_param_into_net strips the "moments." prefix
+    # and would write momentum values into the weights of the same name.
     for param in optimizer.moments:
         key = param.name if param.name.startswith("moments.") else "moments." + param.name
         if key not in tensors:
             raise CheckpointError(f"{source} lacks optimizer state {key!r}; it was saved by "
                                   f"another model or optimizer")
-        to_load[param.name] = ms.Parameter(tensors[key].asnumpy(), name=param.name)
-    ms.load_param_into_net(optimizer, to_load, strict_load=False)
+        if tuple(tensors[key].shape) != tuple(param.shape):
+            raise CheckpointError(f"{source}: optimizer state {key!r} has shape "
+                                  f"{tuple(tensors[key].shape)}, expected {tuple(param.shape)}")
+        param.set_data(ms.Tensor(tensors[key].asnumpy()).astype(param.dtype))
     step = int(_scalar(tensors["global_step"]))
     optimizer.global_step.set_data(ms.Tensor(np.array([step], dtype=np.int32)))
     return step

@@ -240,7 +240,7 @@ class Config:
         values = self.to_dict()
         for dotted, value in dotted_values.items():
             _set_checked(values, dotted, value, "Config.replace")
-        return Config(values)
+        return Config(_resolve_per_device(values))
 
     def dump(self) -> str:
         """YAML text of the resolved config."""
@@ -358,8 +358,9 @@ def _coerce(key: Key, value, dotted: str, source: str, device: Optional[str] = N
     if want is list:
         if isinstance(value, str):
             value = _parse_cli_text(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and key.item_type:
-            value = [value]  # --image_size=224 means [224, 224] below
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and key.item_type:
+            # --image_size=224 means [224, 224] below; --lr.milestones= means []
+            value = [] if isinstance(value, str) and not value.strip() else [value]
         if not isinstance(value, list):
             raise ConfigError(f"config key {dotted!r} expects a list, got {value!r} (from {source})")
         if key.item_type:
@@ -397,8 +398,8 @@ def _set_checked(values: Dict[str, Any], dotted: str, value, source: str):
         raise _unknown_key(dotted, value, source)
     if isinstance(key, dict):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {dotted!r} is a section; set its keys "
-                              f"(e.g. {dotted}.{next(iter(key))}) (from {source})")
+            raise ConfigError(f"config key {dotted!r} is a section, got {value!r} (from {source}); "
+                              f"set its keys instead (e.g. {dotted}.{next(iter(key))})")
         for sub, sub_value in value.items():
             _set_checked(values, f"{dotted}.{sub}", sub_value, source)
         return

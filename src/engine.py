@@ -10,7 +10,7 @@ import time
 
 import mindspore as ms
 import numpy as np
-from mindspore import nn
+from mindspore import nn, ops
 
 from src import checkpoint as ckpt
 from src.errors import CheckpointError, ZooError
@@ -63,14 +63,57 @@ def build_optimizer(cfg, net, lr_array: np.ndarray):
                        momentum=cfg.optimizer.momentum)
 
 
-def build_train_step(cfg, loss_net, optimizer):
-    """One compiled step: forward, scaled backward, (all-reduce), update; skips on overflow."""
-    if cfg.loss.dynamic_loss_scale:
-        scale = nn.DynamicLossScaleUpdateCell(loss_scale_value=2.0 ** 16, scale_factor=2,
-                                              scale_window=2000)
-    else:
-        scale = ms.Tensor(cfg.loss.loss_scale, ms.float32)
-    step = nn.TrainOneStepWithLossScaleCell(loss_net, optimizer, scale_sense=scale)
+class TrainStep(nn.Cell):
+    """Forward, loss-scaled backward, gradient mean over ranks, update unless non-finite.
+
+    Returns ``(loss, overflow, loss_scale)``. With a dynamic loss scale the
+    scale is lowered on overflow and raised after a run of clean steps; with a
+    fixed scale an overflowing step is simply skipped. Written out rather than
+    using ``nn.TrainOneStepWithLossScaleCell``, which in MindSpore 2.10 selects
+    an Ascend-only overflow check on CPU.
+    """
+
+    def __init__(self, loss_net, optimizer, loss_scale: float, dynamic: bool, group_size: int):
+        super().__init__(auto_prefix=False)
+        self.loss_net = loss_net
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.hyper_map = ops.HyperMap()
+        self.scale = ms.Parameter(ms.Tensor(loss_scale, ms.float32), name="loss_scale",
+                                  requires_grad=False)
+        self.scale_update = (nn.DynamicLossScaleUpdateCell(loss_scale, scale_factor=2,
+                                                           scale_window=2000)
+                             if dynamic else None)
+        self.reducer = (nn.DistributedGradReducer(self.weights, mean=True, degree=group_size)
+                        if group_size > 1 else None)
+
+    def construct(self, *inputs):
+        loss = self.loss_net(*inputs)
+        sens = ops.ones_like(loss) * self.scale.astype(loss.dtype)
+        grads = self.grad(self.loss_net, self.weights)(*inputs, sens)
+        if self.reducer is not None:
+            grads = self.reducer(grads)
+        inverse = 1.0 / self.scale
+        grads = self.hyper_map(ops.partial(_unscale, inverse), grads)
+        finite = ms.amp.all_finite(grads)
+        overflow = ops.logical_not(finite)
+        if self.scale_update is not None:
+            self.scale_update(self.scale, overflow)
+        if finite:
+            self.optimizer(grads)
+        return loss, overflow, self.scale.value()
+
+
+def _unscale(inverse, grad):
+    return grad * ops.cast(inverse, grad.dtype)
+
+
+def build_train_step(cfg, loss_net, optimizer, group_size: int = 1):
+    """The compiled training step for ``cfg`` (loss scale fixed or dynamic)."""
+    dynamic = cfg.loss.dynamic_loss_scale
+    step = TrainStep(loss_net, optimizer, 2.0 ** 16 if dynamic else cfg.loss.loss_scale,
+                     dynamic, group_size)
     step.set_train()
     return step
 
@@ -146,8 +189,9 @@ def train_one_epoch(train_step, dataset, state: TrainState, lr_array, cfg, ctx, 
             count * images_per_step / max(seconds, 1e-9), count)
 
 
-def _check_checkpoint_matches(cfg, meta, source):
-    for key in ("model", "dataset"):
+def check_checkpoint_matches(cfg, meta, source, check_dataset: bool = True):
+    """Refuse a checkpoint whose stored model/dataset/class count differ from the config."""
+    for key in ("model", "dataset") if check_dataset else ("model",):
         if key in meta and meta[key] != getattr(cfg, key):
             raise CheckpointError(f"{source} was trained with {key}={meta[key]!r} but the config "
                                   f"says {key}={getattr(cfg, key)!r}; use the matching config")
@@ -176,7 +220,7 @@ def fit(cfg, ctx, run_dir: str, log):
     if cfg.resume:
         path = ckpt.find_resume_checkpoint(cfg.resume)
         tensors, meta = ckpt.read_checkpoint(path)
-        _check_checkpoint_matches(cfg, meta, f"checkpoint {path}")
+        check_checkpoint_matches(cfg, meta, f"checkpoint {path}")
         ckpt.load_network_weights(net, tensors, source=f"checkpoint {path}")
         state.global_step = ckpt.load_optimizer_state(optimizer, tensors, f"checkpoint {path}")
         state.epoch = int(meta.get("epoch", 0))
@@ -189,7 +233,8 @@ def fit(cfg, ctx, run_dir: str, log):
         state.last_checkpoint = path
         log(f"resumed from {path}: epoch {state.epoch}, global step {state.global_step}")
 
-    train_step = build_train_step(cfg, task.loss_network(cfg, apply_amp(cfg, net)), optimizer)
+    train_step = build_train_step(cfg, task.loss_network(cfg, apply_amp(cfg, net)), optimizer,
+                                  ctx.group_size)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if cfg.checkpoint.save_on_all_ranks and ctx.group_size > 1:
         ckpt_dir = os.path.join(ckpt_dir, f"rank_{ctx.rank}")

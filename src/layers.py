@@ -143,7 +143,7 @@ class ConvBNAct(nn.Cell):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                               pad_mode=pad_mode, padding=padding, group=groups,
                               has_bias=has_bias, weight_init=weight_init,
-                              bias_init=bias_init if has_bias else None)
+                              bias_init=bias_init)
         self.bn = (nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
                    if batch_norm else None)
         self.act = make_activation(activation, leaky_alpha)

@@ -9,6 +9,7 @@ import glob
 import os
 
 import mindspore as ms
+import numpy as np
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as T
 import mindspore.dataset.vision as V
@@ -47,14 +48,39 @@ def resolve_split_dir(cfg, split: str) -> str:
     raise DataError(f"dataset {cfg.dataset!r} is not a classification dataset")
 
 
-def _cifar_files_present(folder: str, split: str) -> None:
+# Without a filter ImageFolderDataset tries to decode every file (README.txt, ...).
+IMAGE_EXTENSIONS = [".JPEG", ".jpeg", ".jpg", ".JPG", ".png", ".PNG", ".bmp"]
+CIFAR_RECORD_BYTES = 1 + 32 * 32 * 3  # label byte, then the R, G and B planes
+
+
+def read_cifar10_binary(folder: str, split: str):
+    """All records of the CIFAR-10 binary split in ``folder``: (N,32,32,3) uint8, (N,) int32.
+
+    Read with numpy rather than ``Cifar10Dataset``, which only accepts files of
+    exactly 10,000 records and gives no useful message for a truncated file.
+    """
     pattern = "data_batch_*.bin" if split == "train" else "test_batch*.bin"
     require_dir(folder, f"CIFAR-10 {split} folder",
                 f"point --data_dir at the folder holding {CIFAR_TRAIN_FOLDER}/ and "
                 f"{CIFAR_EVAL_FOLDER}/ (python -m src.datasets.demo makes a small one)")
-    if not glob.glob(os.path.join(folder, pattern)):
+    files = sorted(glob.glob(os.path.join(folder, pattern)))
+    if not files:
         raise DataError(f"no {pattern} files in {folder!r}; it should hold the CIFAR-10 "
                         f"binary version (check it with python -m src.datasets.check)")
+    records = []
+    for path in files:
+        size = os.path.getsize(path)
+        if size == 0 or size % CIFAR_RECORD_BYTES:
+            raise DataError(f"CIFAR-10 file {path!r} has {size} bytes, not a whole number of "
+                            f"{CIFAR_RECORD_BYTES}-byte records (truncated?); download it again")
+        records.append(np.fromfile(path, dtype=np.uint8).reshape(-1, CIFAR_RECORD_BYTES))
+    data = np.concatenate(records)
+    labels = data[:, 0].astype(np.int32)
+    if labels.max() > 9:
+        raise DataError(f"CIFAR-10 labels in {folder!r} go up to {labels.max()}, expected 0..9; "
+                        f"is this the CIFAR-100 binary version?")
+    images = data[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
 
 
 def _imagenet_present(folder: str, split: str) -> None:
@@ -103,33 +129,47 @@ def imagenet_transforms(cfg, training: bool):
     return ops
 
 
+def classification_source(cfg, split: str, rank: int = 0, group_size: int = 1,
+                          shuffle: bool = None):
+    """Unbatched, untransformed reader ``(image, label)`` of one rank's part of ``split``.
+
+    Training data is sharded over ranks (every sample on exactly one rank when
+    the count divides evenly; otherwise the reader pads by repeating a few);
+    evaluation data is never sharded.
+    """
+    training = split == "train"
+    folder = resolve_split_dir(cfg, split)
+    shuffle = training if shuffle is None else shuffle
+    shard = shard_kwargs(rank, group_size) if training else {}
+    if cfg.dataset == "cifar10":
+        images, labels = read_cifar10_binary(folder, split)
+        return ds.NumpySlicesDataset({"image": images, "label": labels}, shuffle=shuffle,
+                                     num_parallel_workers=1, **shard)
+    if cfg.dataset == "imagenet":
+        _imagenet_present(folder, split)
+        return ds.ImageFolderDataset(folder, num_parallel_workers=clamp_workers(
+            cfg.data.num_workers, group_size), shuffle=shuffle, decode=False,
+            extensions=IMAGE_EXTENSIONS, **shard)
+    raise DataError(f"dataset {cfg.dataset!r} is not a classification dataset")
+
+
 def build_classification_dataset(cfg, split: str, rank: int = 0, group_size: int = 1,
                                  batch_size: int = None, shuffle: bool = None,
                                  seed: int = None):
     """Batched ``(image, label)`` pipeline for ``split`` in 'train' or 'eval'.
 
     Training shards by rank, shuffles and drops the last partial batch (static
-    shapes); evaluation keeps every sample in order.
+    shapes); evaluation keeps every sample in order. ``seed`` fixes the order
+    and the augmentation, so a resumed run sees the same data as an
+    uninterrupted one.
     """
     training = split == "train"
-    folder = resolve_split_dir(cfg, split)
-    workers = clamp_workers(cfg.data.num_workers, group_size)
-    shuffle = training if shuffle is None else shuffle
     if seed is not None:
         ds.config.set_seed(seed)
-    shard = shard_kwargs(rank, group_size) if training else {}
-    if cfg.dataset == "cifar10":
-        _cifar_files_present(folder, split)
-        data = ds.Cifar10Dataset(folder, usage="train" if training else "test",
-                                 num_parallel_workers=workers, shuffle=shuffle, **shard)
-        image_ops = cifar10_transforms(cfg, training)
-    elif cfg.dataset == "imagenet":
-        _imagenet_present(folder, split)
-        data = ds.ImageFolderDataset(folder, num_parallel_workers=workers, shuffle=shuffle,
-                                     decode=False, **shard)
-        image_ops = imagenet_transforms(cfg, training)
-    else:
-        raise DataError(f"dataset {cfg.dataset!r} is not a classification dataset")
+    data = classification_source(cfg, split, rank, group_size, shuffle)
+    workers = clamp_workers(cfg.data.num_workers, group_size)
+    image_ops = (cifar10_transforms if cfg.dataset == "cifar10" else imagenet_transforms)(
+        cfg, training)
     data = data.map(operations=T.TypeCast(ms.int32), input_columns="label",
                     num_parallel_workers=workers)
     data = data.map(operations=image_ops, input_columns="image", num_parallel_workers=workers)

@@ -29,13 +29,15 @@ def atomic_path(path: str):
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=folder)
+        # Keep the real extension last: some writers (MindSpore) append theirs otherwise.
+        stem, ext = os.path.splitext(os.path.basename(path))
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + ext, dir=folder)
         os.close(fd)
     except OSError as exc:
         raise OutputError(_describe(exc, path)) from None
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(folder)
@@ -45,6 +47,12 @@ def atomic_path(path: str):
     except BaseException:
         _silent_remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str, text: str) -> None:

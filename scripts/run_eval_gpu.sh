@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Evaluate a checkpoint (or every .ckpt of a folder) on one NVIDIA GPU; runs in the foreground.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+ZOO_USAGE="usage: bash scripts/run_eval_gpu.sh CONFIG DATA_DIR CHECKPOINT [DEVICE_ID] [--key=value ...]
+
+  CONFIG      the config the checkpoint was trained with, or its name in config/
+  DATA_DIR    dataset root (its evaluation split is used)
+  CHECKPOINT  .ckpt file, or a folder of them
+  DEVICE_ID   GPU index (default: env DEVICE_ID, else 0)
+
+Evaluate a checkpoint (or every .ckpt of a folder) on one NVIDIA GPU; runs in the foreground.
+
+$ZOO_HELP_KEYS
+
+The run folder gets console.log, eval_results.json, config.yaml and env.txt.
+
+example:
+  bash scripts/run_eval_gpu.sh config/vgg16_cifar10.yaml /data/cifar10 outputs/<run>/checkpoints 0"
+
+zoo_single_main eval GPU "$@"

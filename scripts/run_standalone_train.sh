@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Train on one Ascend NPU.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+ZOO_USAGE="usage: bash scripts/run_standalone_train.sh CONFIG DATA_DIR [DEVICE_ID] [--key=value ...]
+
+  CONFIG      config file, or its name in config/ (e.g. tinydarknet_imagenet)
+  DATA_DIR    dataset root (e.g. /data/imagenet holding train/ and val/)
+  DEVICE_ID   NPU index (default: env DEVICE_ID, else 0)
+
+Train on one Ascend NPU.
+
+$ZOO_HELP_KEYS
+$ZOO_HELP_BACKGROUND
+The run folder gets console.log (all output), train.log, config.yaml, env.txt and checkpoints/.
+
+example:
+  bash scripts/run_standalone_train.sh config/tinydarknet_imagenet.yaml /data/imagenet 0 --epochs=10"
+
+zoo_single_main train Ascend "$@"

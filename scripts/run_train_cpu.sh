@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Train on the CPU.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+ZOO_USAGE="usage: bash scripts/run_train_cpu.sh CONFIG DATA_DIR [--key=value ...]
+
+  CONFIG      config file, or its name in config/ (e.g. demo, tinydarknet_cifar10)
+  DATA_DIR    dataset root (e.g. demo_data/cifar10)
+
+Train on the CPU.
+
+$ZOO_HELP_KEYS
+$ZOO_HELP_BACKGROUND
+The run folder gets console.log (all output), train.log, config.yaml, env.txt and checkpoints/.
+
+example:
+  bash scripts/run_train_cpu.sh config/demo.yaml demo_data/cifar10 --epochs=2 --foreground"
+
+zoo_single_main train CPU "$@"

@@ -1,0 +1,1 @@
+"""Helpers for multi-process launches that do not need MindSpore (rank tables)."""

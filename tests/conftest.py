@@ -1,0 +1,25 @@
+"""Shared pytest fixtures."""
+import pytest
+
+import src  # noqa: F401  (must precede mindspore: sets the oneDNN env var)
+
+
+@pytest.fixture(scope="session")
+def demo_data_root(tmp_path_factory):
+    """A folder holding all three demo datasets (seed 0), generated once per session.
+
+    Treat it as read-only: tests that break data copy it first.
+    """
+    from src.datasets.demo import make_demo_data
+
+    root = tmp_path_factory.mktemp("demo_data")
+    make_demo_data(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_data(demo_data_root):
+    """``{"cifar10": Path, "imagenet": Path, "coco": Path}`` of the session demo data."""
+    from src.datasets.demo import KINDS
+
+    return {kind: demo_data_root / kind for kind in KINDS}

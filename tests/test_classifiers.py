@@ -1,0 +1,153 @@
+"""Every registered classifier end to end on CPU: step, checkpoint, resume, export, learning.
+
+Parametrized over ``list_models("classification")`` so a new classifier is
+covered automatically. Networks run at 32x32 on small demo subsets to keep
+the suite fast; the code paths are the ones full-size runs use.
+"""
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+import src  # noqa: F401
+from src import checkpoint as ckpt
+from src.config import load_config
+from src.device import RunContext, setup_device
+from src.engine import build_network, build_optimizer, build_train_step, fit, learning_rates
+from src.errors import CheckpointError
+from src.export import ExportedModel, export_network, sample_input
+from src.registry import list_models
+from src.tasks import classification
+from src.utils.logging import RunLogger
+
+CLASSIFIERS = list_models("classification")
+CTX = RunContext("CPU", 0)
+
+
+def make_cfg(model, data_dir, output_dir, **overrides):
+    """The model's CIFAR-10 recipe shrunk to 32x32 inputs and a quick schedule."""
+    values = {"data.dir": str(data_dir), "image_size": [32, 32], "batch_size": 16,
+              "data.num_workers": 1, "data.cutout": 0, "output_dir": str(output_dir),
+              "run_name": "run", "epochs": 2, "lr.warmup_epochs": 0, "lr.base_lr": 0.02,
+              "lr.init_lr": 0.02, "checkpoint.keep_max": 10, "checkpoint.save_every_epochs": 1, "seed": 7}
+    values.update(overrides)
+    return load_config(f"config/{model}_cifar10.yaml", overrides=list(values.items()))
+
+
+@pytest.fixture(scope="module")
+def small_cifar(tmp_path_factory, demo_data):
+    """The demo CIFAR-10 cut to 64 training and 40 evaluation records."""
+    root = tmp_path_factory.mktemp("small_cifar")
+    for sub, name, count in (("cifar-10-batches-bin", "data_batch_1.bin", 64),
+                             ("cifar-10-verify-bin", "test_batch.bin", 40)):
+        (root / sub).mkdir()
+        source = sorted((demo_data["cifar10"] / sub).glob("*.bin"))[0]
+        (root / sub / name).write_bytes(source.read_bytes()[:3073 * count])
+    return root
+
+
+@pytest.fixture(autouse=True)
+def graph_mode_cpu():
+    setup_device("CPU", 0, "graph")
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_one_training_step_is_finite_and_changes_the_weights(model, small_cifar, tmp_path):
+    cfg = make_cfg(model, small_cifar, tmp_path)
+    net = build_network(cfg)
+    optimizer = build_optimizer(cfg, net, learning_rates(cfg, 4))
+    step = build_train_step(cfg, classification.loss_network(cfg, net), optimizer)
+    before = {n: p.asnumpy().copy() for n, p in ckpt.network_parameters(net)}
+    image, label = next(classification.train_dataset(cfg, CTX, seed=1).create_tuple_iterator())
+    loss, overflow, _ = step(image, label)
+    assert np.isfinite(float(loss.asnumpy()))
+    assert not bool(overflow.asnumpy())
+    changed = [n for n, p in ckpt.network_parameters(net)
+               if p.requires_grad and not np.array_equal(before[n], p.asnumpy())]
+    trainable = [p.name for p in net.trainable_params()]
+    assert len(changed) == len(trainable), "every trainable parameter moves after one step"
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_checkpoint_round_trip_restores_outputs_and_metadata(model, small_cifar, tmp_path):
+    cfg = make_cfg(model, small_cifar, tmp_path)
+    net = build_network(cfg)
+    net.set_train(False)
+    x = ms.Tensor(sample_input(2, cfg.image_size))
+    expected = net(x).asnumpy()
+    path = ckpt.save_checkpoint(str(tmp_path / "a.ckpt"), net,
+                                meta={"epoch": 3, "model": model, "num_classes": 10})
+    fresh = build_network(cfg.replace(seed=99))
+    fresh.set_train(False)
+    # Untrained nets in eval mode can output tiny values: compare relatively.
+    assert not np.allclose(fresh(x).asnumpy(), expected, rtol=1e-3, atol=0)
+    tensors, meta = ckpt.read_checkpoint(path)
+    ckpt.load_network_weights(fresh, tensors)
+    np.testing.assert_allclose(fresh(x).asnumpy(), expected, rtol=1e-5, atol=0)
+    assert meta["epoch"] == 3 and meta["model"] == model and meta["num_classes"] == 10
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_resumed_run_equals_uninterrupted_run(model, small_cifar, tmp_path):
+    """Stopping after epoch 1 and resuming gives the weights of a straight 2-epoch run."""
+    log = RunLogger(None, echo=False)
+    cfg = make_cfg(model, small_cifar, tmp_path, run_name="straight")
+    state, _, _ = fit(cfg, CTX, str(tmp_path / "straight"), log)
+    folder = tmp_path / "straight" / "checkpoints"
+    after_epoch_1 = str(folder / ckpt.checkpoint_name(model, "cifar10", 1, 4))
+    final = str(folder / ckpt.checkpoint_name(model, "cifar10", 2, 4))
+    assert state.epoch == 2 and os.path.isfile(after_epoch_1) and os.path.isfile(final)
+
+    resumed_cfg = make_cfg(model, small_cifar, tmp_path, run_name="resumed", resume=after_epoch_1)
+    resumed, _, _ = fit(resumed_cfg, CTX, str(tmp_path / "resumed"), log)
+    assert resumed.global_step == state.global_step == 8
+    straight, _ = ckpt.read_checkpoint(final)
+    again, _ = ckpt.read_checkpoint(str(tmp_path / "resumed" / "checkpoints" /
+                                        ckpt.checkpoint_name(model, "cifar10", 2, 4)))
+    assert set(straight) == set(again)
+    for name, value in straight.items():
+        np.testing.assert_allclose(again[name].asnumpy(), value.asnumpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+@pytest.mark.parametrize("file_format", ["MINDIR", "ONNX"])
+def test_export_round_trip_matches_the_network(model, file_format, small_cifar, tmp_path):
+    cfg = make_cfg(model, small_cifar, tmp_path)
+    net = build_network(cfg)
+    path = export_network(net, str(tmp_path / model), file_format, 2, cfg.image_size,
+                          log=lambda _: None)
+    assert path.endswith(".mindir" if file_format == "MINDIR" else ".onnx")
+    batch = sample_input(2, cfg.image_size, seed=11)  # not the batch used during export
+    net.set_train(False)
+    expected = net(ms.Tensor(batch)).asnumpy()
+    (actual,) = ExportedModel(path)(batch)
+    assert actual.shape == (2, 10)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    assert np.max(np.abs(actual - expected)) < 1e-4 * scale
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_checkpoint_for_other_class_count_is_refused_naming_parameters(model, small_cifar, tmp_path):
+    cfg = make_cfg(model, small_cifar, tmp_path)
+    other = build_network(cfg.replace(num_classes=5))
+    path = ckpt.save_checkpoint(str(tmp_path / "other.ckpt"), other)
+    tensors, _ = ckpt.read_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"does not fit the network.*shape mismatch.*\(5"):
+        ckpt.load_network_weights(build_network(cfg), tensors, source="other.ckpt")
+
+
+LEARNING_EPOCHS = {"tinydarknet": 6, "mobilenetv1": 6, "vgg16": 6}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_classifier_learns_the_demo_data(model, demo_data, tmp_path):
+    """A short CPU run on the demo CIFAR-10 ends clearly above chance (10%)."""
+    cfg = make_cfg(model, demo_data["cifar10"], tmp_path, epochs=LEARNING_EPOCHS.get(model, 6),
+                   batch_size=32, **{"lr.schedule": "cosine", "lr.base_lr": 0.05,
+                                     "lr.warmup_epochs": 1, "checkpoint.eval_every_epochs": 100})
+    _, net, metrics = fit(cfg, CTX, str(tmp_path / "learn"), RunLogger(None, echo=False))
+    assert metrics["num_samples"] == 200
+    assert metrics["top_1_accuracy"] >= 0.5, metrics
