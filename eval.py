@@ -43,8 +43,9 @@ def main(argv) -> int:
     from src.utils.io import atomic_write_text
 
     ensure_demo_data_if_asked(cfg)
-    ctx = setup_device(cfg.device_target, cfg.device_id, cfg.mode)
     task = get_task(get_model_spec(cfg.model).task)
+    getattr(task, "check_inputs", lambda *_: None)(cfg, ("eval",))
+    ctx = setup_device(cfg.device_target, cfg.device_id, cfg.mode)
     net = build_network(cfg)
     dataset = task.eval_dataset(cfg, ctx)
     results = {}

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # variables here are read by the launchers that source this file
 # Shared functions of every launcher in scripts/. Sourced, never run.
 #
 # Each launcher is a few lines: its usage text, then
@@ -135,7 +136,9 @@ zoo_is_launcher_option() {
 
 # zoo_require_int NAME VALUE MIN: a usage error unless VALUE is an integer >= MIN.
 zoo_require_int() {
-    [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3)) || zoo_usage_error "$1 must be an integer >= $3, got '$2'"
+    if ! [[ $2 =~ ^[0-9]+$ ]] || (($2 < $3)); then
+        zoo_usage_error "$1 must be an integer >= $3, got '$2'"
+    fi
 }
 
 # Absolute form of a path, relative ones taken from the caller's directory.
@@ -158,8 +161,9 @@ zoo_find_python() {
     else
         ZOO_PYTHON=$(command -v python3 || command -v python || true)
     fi
-    [[ -n $ZOO_PYTHON ]] && command -v "$ZOO_PYTHON" > /dev/null \
-        || zoo_die "no Python found; set PYTHON=/path/to/python of the environment with MindSpore"
+    if [[ -z $ZOO_PYTHON ]] || ! command -v "$ZOO_PYTHON" > /dev/null; then
+        zoo_die "no Python found (PYTHON='${PYTHON:-}'); set PYTHON=/path/to/python of the environment with MindSpore"
+    fi
 }
 
 # CONFIG may be a path, or a file name / stem in the repo's config/ folder.
@@ -172,8 +176,10 @@ zoo_resolve_config() {
             return 0
         fi
     done
-    local shipped
-    shipped=$(cd "$ZOO_ROOT/config" && ls -- *.yaml 2> /dev/null | tr '\n' ' ')
+    local shipped="" file
+    for file in "$ZOO_ROOT"/config/*.yaml; do
+        [[ -f $file ]] && shipped+="$(basename "$file") "
+    done
     zoo_die "config file '$name' not found (CONFIG, argument 1); shipped configs: ${shipped:-none}"
 }
 
@@ -434,7 +440,7 @@ zoo_single_main() {
     zoo_say "command: $(printf '%q ' "${cmd[@]}")"
     zoo_start "$log" 1 "${cmd[@]}"
     pid=$ZOO_LAST_PID
-    zoo_wait_children || true
+    zoo_wait_children 0 || true
     rc=${ZOO_EXIT[$pid]}
     if ((rc == 0)); then
         zoo_say "$kind finished; outputs in $ZOO_RUN_DIR"

@@ -97,7 +97,7 @@ zoo_say "run folder $ZOO_RUN_DIR (worker logs in msrun_logs/)"
 zoo_say "command: $(printf '%q ' "${cmd[@]}")"
 zoo_start "$ZOO_RUN_DIR/msrun.log" 1 "${cmd[@]}"
 pid=$ZOO_LAST_PID
-zoo_wait_children || true
+zoo_wait_children 0 || true
 rc=${ZOO_EXIT[$pid]}
 if ((rc == 0)); then
     zoo_say "all workers finished; outputs in $ZOO_RUN_DIR"

@@ -90,9 +90,9 @@ for ((i = 0; i < LOCAL; i++)); do
     cmd=("$ZOO_PYTHON" "$ZOO_ROOT/train.py" "--config_path=$ZOO_CONFIG" "--data_dir=$ZOO_DATA_DIR"
         --device_target=Ascend --distributed=True "--device_id=$device" "${ZOO_RUN_FLAGS[@]}"
         ${ZOO_PASSTHROUGH[@]+"${ZOO_PASSTHROUGH[@]}"})
-    cpus=${ZOO_CPU_SETS[i]}
-    if [[ -n $cpus ]] && command -v taskset > /dev/null; then
-        cmd=(taskset -c "$cpus" "${cmd[@]}")
+    cpu_set=${ZOO_CPU_SETS[i]}
+    if [[ -n $cpu_set ]] && command -v taskset > /dev/null; then
+        cmd=(taskset -c "$cpu_set" "${cmd[@]}")
     fi
     export DEVICE_ID=$device RANK_ID=$rank
     # the first local rank's output also goes to this terminal in the foreground
@@ -100,7 +100,7 @@ for ((i = 0; i < LOCAL; i++)); do
     RANK_OF[$ZOO_LAST_PID]=$rank
     DEVICE_OF[$ZOO_LAST_PID]=$device
     LOG_OF[$ZOO_LAST_PID]=$log
-    zoo_say "rank $rank: device $device, cpus ${cpus:-all}, pid $ZOO_LAST_PID, log $log"
+    zoo_say "rank $rank: device $device, cpus ${cpu_set:-all}, pid $ZOO_LAST_PID, log $log"
 done
 
 if zoo_wait_children 1; then

@@ -62,7 +62,7 @@ zoo_say "$NUM_GPUS rank(s); run folder $ZOO_RUN_DIR (log: console.log)"
 zoo_say "command: $(printf '%q ' "${cmd[@]}")"
 zoo_start "$ZOO_RUN_DIR/console.log" 1 "${cmd[@]}"
 pid=$ZOO_LAST_PID
-zoo_wait_children || true
+zoo_wait_children 0 || true
 rc=${ZOO_EXIT[$pid]}
 if ((rc == 0)); then
     zoo_say "all ranks finished; outputs in $ZOO_RUN_DIR"

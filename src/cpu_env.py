@@ -1,5 +1,7 @@
 """Environment knobs that must be set before MindSpore is imported.
 
+GLOG_v=3 keeps MindSpore's console to errors unless the user asks for more.
+
 On AVX-512 CPUs MindSpore 2.x's oneDNN build dispatches 3x3 convolutions to the
 reference kernel (~1 GFLOP/s). Capping the ISA at AVX2 selects the JIT GEMM
 kernels (~100x faster, same results). The user's own setting always wins, and
@@ -22,6 +24,9 @@ def _cpu_has_avx512() -> bool:
 
 
 def apply() -> None:
-    """Set the oneDNN ISA cap unless the user chose one (idempotent)."""
+    """Set the oneDNN ISA cap and quiet MindSpore's logging, unless the user chose (idempotent)."""
     if ISA_VARIABLE not in os.environ and _cpu_has_avx512():
         os.environ[ISA_VARIABLE] = "AVX2"
+    # MindSpore logs deprecation and backend-probe warnings on every run; show
+    # errors only (GLOG_v=2 or 1 brings the rest back).
+    os.environ.setdefault("GLOG_v", "3")

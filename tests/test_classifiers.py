@@ -138,7 +138,8 @@ def test_checkpoint_for_other_class_count_is_refused_naming_parameters(model, sm
         ckpt.load_network_weights(build_network(cfg), tensors, source="other.ckpt")
 
 
-LEARNING_EPOCHS = {"tinydarknet": 6, "mobilenetv1": 6, "vgg16": 6}
+# Enough epochs for each model to pass the bar with margin on the demo set.
+LEARNING_EPOCHS = {"tinydarknet": 6, "mobilenetv1": 5, "vgg16": 3}
 
 
 @pytest.mark.slow
@@ -150,4 +151,5 @@ def test_classifier_learns_the_demo_data(model, demo_data, tmp_path):
                                      "lr.warmup_epochs": 1, "checkpoint.eval_every_epochs": 100})
     _, net, metrics = fit(cfg, CTX, str(tmp_path / "learn"), RunLogger(None, echo=False))
     assert metrics["num_samples"] == 200
+    print(f"{model}: {metrics}")
     assert metrics["top_1_accuracy"] >= 0.5, metrics

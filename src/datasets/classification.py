@@ -129,6 +129,22 @@ def imagenet_transforms(cfg, training: bool):
     return ops
 
 
+def check_split_present(cfg, split: str) -> str:
+    """Fail fast (before any output is written) if ``split`` is missing; return its folder."""
+    folder = resolve_split_dir(cfg, split)
+    if cfg.dataset == "cifar10":
+        pattern = "data_batch_*.bin" if split == "train" else "test_batch*.bin"
+        require_dir(folder, f"CIFAR-10 {split} folder",
+                    f"point --data_dir at the folder holding {CIFAR_TRAIN_FOLDER}/ and "
+                    f"{CIFAR_EVAL_FOLDER}/ (python -m src.datasets.demo makes a small one)")
+        if not glob.glob(os.path.join(folder, pattern)):
+            raise DataError(f"no {pattern} files in {folder!r}; it should hold the CIFAR-10 "
+                            f"binary version (check it with python -m src.datasets.check)")
+    else:
+        _imagenet_present(folder, split)
+    return folder
+
+
 def classification_source(cfg, split: str, rank: int = 0, group_size: int = 1,
                           shuffle: bool = None):
     """Unbatched, untransformed reader ``(image, label)`` of one rank's part of ``split``.

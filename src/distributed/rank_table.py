@@ -210,7 +210,8 @@ def check_rank_table(data: dict, name: str) -> Tuple[List[str], List[str]]:
         if missing:
             problems.append(f"{name}: rank_id values must be exactly 0..{total - 1}; missing "
                             f"{_ranges(missing)}")
-    return problems, warnings
+    # Device-group advice only makes sense once the device lists themselves are right.
+    return problems, ([] if problems else warnings)
 
 
 def _device_group_warning(device_ids: List[int]) -> Optional[str]:

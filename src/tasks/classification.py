@@ -5,10 +5,16 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from src.datasets.classification import build_classification_dataset
+from src.datasets.classification import build_classification_dataset, check_split_present
 from src.losses import LabelSmoothingCrossEntropy
 
 PRIMARY_METRIC = "top_1_accuracy"
+
+
+def check_inputs(cfg, splits=("train",)):
+    """Raise a DataError now if a needed split is missing (before outputs are written)."""
+    for split in splits:
+        check_split_present(cfg, split)
 
 
 def train_dataset(cfg, ctx, seed: int):
