@@ -4,7 +4,8 @@
         --checkpoint_path=outputs/<run>/checkpoints/best.ckpt --file_format=ONNX
     python export.py --config_path=... --checkpoint_path=... --export.batch_size=8 --image_size=256,256
 
-The default batch size is 1, as the Ascend 310 app expects. MINDIR and ONNX
+The default batch size is 1, as the Ascend 310 app expects; ``--batch_size`` here
+means the exported batch (``export.batch_size``), as in the upstream export scripts. MINDIR and ONNX
 exports are compared with the checkpoint network on a fixed batch; the file is
 kept only when the largest difference is within ``export.tolerance``.
 """
@@ -16,8 +17,19 @@ from src.cli import parse, run_main
 USAGE = __doc__
 
 
+def _export_flag_spellings(argv):
+    """Upstream export scripts took ``--batch_size`` for the exported batch: honour that here."""
+    renamed = []
+    for arg in argv:
+        for old in ("--batch_size", "--per_batch_size"):
+            if arg == old or arg.startswith(old + "="):
+                arg = "--export.batch_size" + arg[len(old):]
+        renamed.append(arg)
+    return renamed
+
+
 def main(argv) -> int:
-    cfg = parse(argv, USAGE, program_defaults=[("mode", "graph")])
+    cfg = parse(_export_flag_spellings(argv), USAGE, program_defaults=[("mode", "graph")])
     from src.errors import ConfigError
     from src.export import check_format_supported
 

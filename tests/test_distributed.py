@@ -232,7 +232,8 @@ def compute_reference(out_dir, config, flags):
         images, labels = real_reader(folder, split)
         index = np.arange(len(labels))
         coded = np.zeros_like(images)
-        coded[..., 0], coded[..., 1] = index % 256, index // 256
+        coded[..., 0] = (index % 256)[:, None, None]
+        coded[..., 1] = (index // 256)[:, None, None]
         return coded, labels
 
     def decode(batch):
