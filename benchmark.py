@@ -1,0 +1,234 @@
+"""Measure how fast each model trains, serves and loads data on this machine.
+
+    python benchmark.py --model all                 # every model at its benchmark size
+    python benchmark.py --model vgg16 --batch_size 8 --image_size 224
+    python benchmark.py --model all --quick         # tiny sizes, seconds per model (CI)
+    python benchmark.py --model all --json results.json
+
+For each model it reports, after warm-up and as the median of timed repeats:
+  * train img/s: a full train step (forward, backward, optimizer), compile time apart;
+  * infer img/s of the checkpoint network, the exported MINDIR (MindSpore) and the
+    exported ONNX (onnxruntime) at batch 1 and at the benchmark batch;
+  * data img/s of the real training pipeline (decode + augment + batch) on the demo data;
+  * GFLOP/s achieved, next to the model's forward GFLOPs per image (a train step
+    costs about 3x the forward).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import src  # noqa: F401  (CPU performance setup before MindSpore loads)
+from src.cli import REPO_ROOT
+
+# Benchmark recipe per model: config, input size, batch (full and --quick).
+BENCHMARKS = {
+    "tinydarknet": {"config": "tinydarknet_imagenet.yaml", "size": 224, "batch": 32,
+                    "quick_size": 64, "quick_batch": 2},
+    "mobilenetv1": {"config": "mobilenetv1_imagenet.yaml", "size": 224, "batch": 32,
+                    "quick_size": 64, "quick_batch": 2},
+    "vgg16": {"config": "vgg16_imagenet.yaml", "size": 224, "batch": 8,
+              "quick_size": 32, "quick_batch": 2},
+    "yolov3_tiny": {"config": "yolov3_tiny_coco.yaml", "size": 416, "batch": 8,
+                    "quick_size": 64, "quick_batch": 2},
+}
+DEMO_ROOT = os.path.join(REPO_ROOT, "demo_data")
+
+
+def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_flops(net, image_size) -> float:
+    """Forward FLOPs per image (2 x multiply-adds of every Conv2d and Dense layer)."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import nn
+
+    total = [0.0]
+
+    def conv_hook(cell, _inputs, output):
+        kh, kw = cell.kernel_size
+        out_elems = float(np.prod(output.shape[1:]))
+        total[0] += 2.0 * out_elems * (cell.in_channels // cell.group) * kh * kw
+
+    def dense_hook(cell, _inputs, output):
+        total[0] += 2.0 * float(np.prod(output.shape[1:])) * cell.in_channels
+
+    handles = []
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.Conv2d):
+            handles.append(cell.register_forward_hook(conv_hook))
+        elif isinstance(cell, nn.Dense):
+            handles.append(cell.register_forward_hook(dense_hook))
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        net.set_train(False)
+        net(ms.Tensor(np.zeros((1, 3, *image_size), np.float32)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        ms.set_context(mode=mode)
+    return total[0]
+
+
+def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str, log=print):
+    """All measurements for one model; returns a JSON-ready dict."""
+    import mindspore as ms
+    import numpy as np
+
+    from src.config import load_config
+    from src.datasets.demo import ensure_demo_data
+    from src.device import RunContext
+    from src.engine import build_network, build_optimizer, build_train_step, learning_rates
+    from src.export import ExportedModel, export_network, sample_input
+    from src.registry import get_model_spec
+    from src.tasks import get_task
+
+    recipe = BENCHMARKS[name]
+    task = get_task(get_model_spec(name).task)
+    cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]), overrides=[
+        ("device_target", "CPU"), ("image_size", [size, size]), ("batch_size", batch),
+        ("data.dir", os.path.join(DEMO_ROOT, load_config(os.path.join(
+            REPO_ROOT, "config", recipe["config"])).dataset)),
+        ("detection.multi_scale", []), ("epochs", 1)])
+    ensure_demo_data(DEMO_ROOT, cfg.dataset)
+    ctx = RunContext("CPU", 0)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    result = {"model": name, "image_size": size, "batch": batch}
+
+    # Data pipeline: the real training pipeline, no model.
+    dataset = task.train_dataset(cfg, ctx, seed=0)
+    batches = dataset.get_dataset_size()
+    iterator = dataset.create_tuple_iterator(num_epochs=1)
+    first_batch = next(iterator)
+    start, seen = time.perf_counter(), 0
+    for _ in iterator:
+        seen += 1
+    elapsed = time.perf_counter() - start
+    result["data_img_per_s"] = seen * batch / elapsed if seen else None
+    result["data_batches"] = batches
+
+    # Training step on one real batch, repeated.
+    net = build_network(cfg)
+    optimizer = build_optimizer(cfg, net, learning_rates(cfg, max(batches, 1)))
+    step = build_train_step(cfg, task.loss_network(cfg, net), optimizer)
+    start = time.perf_counter()
+    step(*first_batch)
+    result["train_compile_s"] = time.perf_counter() - start
+    seconds = median_seconds(lambda: step(*first_batch)[0].asnumpy(), repeats)
+    result["train_img_per_s"] = batch / seconds
+
+    # Inference: checkpoint network and the two exports, at batch 1 and the benchmark batch.
+    flops = forward_flops(net, (size, size))
+    result["gflops_per_image"] = flops / 1e9
+    deploy = task.export_network(cfg, net) if hasattr(task, "export_network") else net
+    deploy.set_train(False)
+    for n in sorted({1, batch}):
+        x = sample_input(n, (size, size))
+        tensor = ms.Tensor(x)
+        seconds = median_seconds(lambda: _sync(deploy(tensor)), repeats)
+        result[f"infer_ckpt_b{n}_img_per_s"] = n / seconds
+        for fmt in ("MINDIR", "ONNX"):
+            path = export_network(deploy, os.path.join(workdir, f"{name}_b{n}"), fmt, n,
+                                  (size, size), verify=False, log=lambda _: None)
+            runner = ExportedModel(path)
+            seconds = median_seconds(lambda: runner(x), repeats)
+            result[f"infer_{fmt.lower()}_b{n}_img_per_s"] = n / seconds
+    result["train_gflops_per_s"] = 3 * flops * result["train_img_per_s"] / 1e9
+    result["infer_ckpt_gflops_per_s"] = flops * result[f"infer_ckpt_b{batch}_img_per_s"] / 1e9
+    if result["data_img_per_s"]:
+        result["data_over_train"] = result["data_img_per_s"] / result["train_img_per_s"]
+    log(f"{name}: train {result['train_img_per_s']:.1f} img/s, "
+        f"data {result['data_img_per_s'] or float('nan'):.1f} img/s")
+    return result
+
+
+def _sync(outputs):
+    if isinstance(outputs, (tuple, list)):
+        return [o.asnumpy() for o in outputs]
+    return outputs.asnumpy()
+
+
+COLUMNS = [("model", "model", "{}"), ("size", "image_size", "{}"), ("batch", "batch", "{}"),
+           ("GFLOPs/img", "gflops_per_image", "{:.3f}"), ("train img/s", "train_img_per_s", "{:.1f}"),
+           ("train GFLOP/s", "train_gflops_per_s", "{:.1f}"), ("compile s", "train_compile_s", "{:.1f}"),
+           ("data img/s", "data_img_per_s", "{:.1f}"), ("data/train", "data_over_train", "{:.1f}x"),
+           ("ckpt b1", "infer_ckpt_b1_img_per_s", "{:.1f}"), ("mindir b1", "infer_mindir_b1_img_per_s", "{:.1f}"),
+           ("onnx b1", "infer_onnx_b1_img_per_s", "{:.1f}")]
+
+
+def format_table(results) -> str:
+    """A Markdown table of the main numbers (img/s unless noted)."""
+    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " | ckpt bN | mindir bN | onnx bN |",
+             "|" + "---|" * (len(COLUMNS) + 3)]
+    for r in results:
+        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for _, key, fmt in COLUMNS]
+        n = r["batch"]
+        cells += [f"{r.get(f'infer_{k}_b{n}_img_per_s', float('nan')):.1f}" for k in ("ckpt", "mindir", "onnx")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    """What the numbers were measured on."""
+    import mindspore as ms
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"mindspore": ms.__version__, "cpu": cpu, "cores": os.cpu_count(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+            "python": platform.python_version()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="all", help="model name or 'all'")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (CI)")
+    parser.add_argument("--image_size", type=int, default=0, help="override the input size")
+    parser.add_argument("--batch_size", type=int, default=0, help="override the batch")
+    parser.add_argument("--repeats", type=int, default=0, help="timed repeats (default 5, quick 2)")
+    parser.add_argument("--json", default="", help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    names = list(BENCHMARKS) if args.model == "all" else [args.model]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"error: unknown model {unknown[0]!r}; choose from {list(BENCHMARKS)} or all",
+              file=sys.stderr)
+        return 2
+    repeats = args.repeats or (2 if args.quick else 5)
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in names:
+            recipe = BENCHMARKS[name]
+            size = args.image_size or recipe["quick_size" if args.quick else "size"]
+            batch = args.batch_size or recipe["quick_batch" if args.quick else "batch"]
+            results.append(benchmark_model(name, size, batch, repeats, workdir))
+    report = {"environment": environment(), "results": results}
+    print(format_table(results))
+    print(json.dumps(report["environment"]))
+    if args.json:
+        from src.utils.io import atomic_write_text
+        atomic_write_text(args.json, json.dumps(report, indent=2))
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
