@@ -5,8 +5,8 @@
 # Each launcher is a few lines: its usage text, then
 #   zoo_parse_args NUM_REQUIRED DEVICE_ID_ALLOWED "$@"   positionals, options, -h
 #   zoo_resolve_config / zoo_check_config / zoo_check_data_dir / zoo_require_device
-#   zoo_make_run_dir KIND; zoo_go_background "$@" (training only)
-#   zoo_start LOG ECHO CMD...; zoo_wait_children
+#   zoo_make_run_dir KIND; zoo_go_background [MAIN_LOG] (training only)
+#   zoo_trap_signals; zoo_start LOG ECHO CMD...; zoo_wait_children STOP_ON_FAILURE
 # so argument handling, checks, run folders, backgrounding and signal handling
 # are written once (upstream had one copy per model, each slightly different).
 
@@ -20,8 +20,9 @@ ZOO_HELP_KEYS="  --key=value        any config key, e.g. --epochs=10 --batch_siz
   --output_dir=DIR   parent of the run folder (default: <repo>/outputs)
   --run_name=NAME    run folder name (default: <config>_<kind>_<date>-<time>)"
 ZOO_HELP_BACKGROUND="  --foreground       wait for the run and return its exit status (or env FOREGROUND=1);
-                     by default training runs in the background (nohup) and the pid is printed
-Environment: PYTHON (default: <repo>/.venv/bin/python, else python3)."
+                     by default training runs in the background (nohup) and the pid is printed"
+ZOO_HELP_ENV="environment:
+  PYTHON             interpreter with MindSpore (default: <repo>/.venv/bin/python, else python3)"
 
 # Filled by zoo_parse_args.
 ZOO_POSITIONAL=()   # CONFIG DATA_DIR ... (and DEVICE_ID when given)
@@ -36,6 +37,7 @@ ZOO_LAUNCHER_OPTIONS=()        # set by a launcher before zoo_parse_args, e.g. (
 ZOO_RESERVED=()                # "key=why" pairs a launcher forbids as --key=value
 ZOO_CHILDREN=()                # pids to stop on Ctrl-C
 ZOO_CHILD_STOP_SIGNAL=TERM     # msrun only reacts to INT
+ZOO_LAUNCHER_LOG=launcher.log  # the background supervisor's own log, in the run folder
 declare -A ZOO_EXIT=()         # pid -> exit status, or "stopped"
 
 # --------------------------------------------------------------------------- messages
@@ -86,6 +88,7 @@ zoo_parse_args() {
         [[ $arg == --* ]] || zoo_usage_error "unexpected argument '$arg' after the options; positional arguments come first and options are written --key=value"
         key=${arg#--}
         key=${key%%=*}
+        key=${key//-/_}  # train.py reads --data-dir as --data_dir
         value=${arg#*=}
         [[ $arg == *=* ]] || value=""
         for reserved in ${ZOO_RESERVED[@]+"${ZOO_RESERVED[@]}"}; do
@@ -187,18 +190,28 @@ zoo_resolve_config() {
 # typo fails now rather than in the background or in every rank. Sets
 # ZOO_CFG_DEVICE (resolved device_target) and ZOO_CFG_DEMO (data.demo).
 zoo_check_config() {
-    local out
+    local out rc=0
     out=$(PYTHONPATH="$ZOO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$ZOO_PYTHON" -c '
+import importlib.util
 import sys
 from src.config import load_config
 from src.errors import ZooError
+if importlib.util.find_spec("mindspore") is None:
+    sys.exit(4)
 try:
     cfg = load_config(sys.argv[1], cli_args=sys.argv[2:])
 except ZooError as exc:
-    sys.exit(f"error: {exc}")
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(3)
 print(cfg.device_target, cfg.data.demo)
-' "$ZOO_CONFIG" ${ZOO_PASSTHROUGH[@]+"${ZOO_PASSTHROUGH[@]}"} "$@") \
-        || zoo_die "the configuration above is invalid (config $ZOO_CONFIG plus the --key=value flags)"
+' "$ZOO_CONFIG" ${ZOO_PASSTHROUGH[@]+"${ZOO_PASSTHROUGH[@]}"} "$@") || rc=$?
+    if ((rc == 3)); then
+        zoo_die "the configuration above is invalid (config $ZOO_CONFIG plus the --key=value flags)"
+    elif ((rc == 4)); then
+        zoo_die "MindSpore is not installed for $ZOO_PYTHON; set PYTHON to the interpreter of the environment with MindSpore (e.g. <repo>/.venv/bin/python)"
+    elif ((rc != 0)); then
+        zoo_die "$ZOO_PYTHON could not read the config (see above); set PYTHON to the interpreter of the environment with the zoo's requirements"
+    fi
     read -r ZOO_CFG_DEVICE ZOO_CFG_DEMO <<< "$out"
 }
 
@@ -265,7 +278,7 @@ zoo_run_flags() {
 # background copy supervises the run, so killing its pid stops every rank.
 zoo_go_background() {
     [[ $ZOO_FOREGROUND == 1 ]] && return 0
-    local log="$ZOO_RUN_DIR/launcher.log" pid
+    local log="$ZOO_RUN_DIR/${ZOO_LAUNCHER_LOG:-launcher.log}" pid
     ZOO_QUIET=1 FOREGROUND=1 nohup bash "$ZOO_SCRIPT" "${ZOO_KEEP_ARGS[@]}" \
         "--output_dir=$ZOO_OUTPUT_DIR" "--run_name=$ZOO_RUN_NAME" > "$log" 2>&1 < /dev/null &
     pid=$!

@@ -23,6 +23,8 @@ command on each node with its own --node_rank.
 
 $ZOO_HELP_KEYS
 $ZOO_HELP_BACKGROUND
+$ZOO_HELP_ENV
+
 The run folder gets msrun_logs/worker_<rank>.log and scheduler.log, train.log (rank 0),
 rank_<r>/train.log, config.yaml, env.txt and checkpoints/ (rank 0 only unless
 --checkpoint.save_on_all_ranks=True).
@@ -78,6 +80,11 @@ if ((NODE_RANK == 0)) && [[ $MASTER_ADDR == 127.0.0.1 || $MASTER_ADDR == localho
     zoo_die "port $MASTER_PORT is already in use on this machine (another msrun job?); pass --master_port=<free port>"
 fi
 
+# Nodes sharing a file system and a --run_name share the run folder: keep their
+# launcher logs apart (worker logs are already named by global rank).
+LOG_SUFFIX=""
+((NODES > 1)) && LOG_SUFFIX="_node$NODE_RANK"
+ZOO_LAUNCHER_LOG="launcher$LOG_SUFFIX.log"
 zoo_make_run_dir train
 zoo_go_background
 zoo_run_flags
@@ -93,9 +100,9 @@ cmd+=("$ZOO_ROOT/train.py" "--config_path=$ZOO_CONFIG" "--data_dir=$ZOO_DATA_DIR
 ZOO_CHILD_STOP_SIGNAL=INT
 zoo_trap_signals
 zoo_say "$((NODES * WORKERS)) worker(s) on $NODES node(s), $WORKERS here (node $NODE_RANK), device $ZOO_CFG_DEVICE"
-zoo_say "run folder $ZOO_RUN_DIR (worker logs in msrun_logs/)"
+zoo_say "run folder $ZOO_RUN_DIR (msrun$LOG_SUFFIX.log; worker logs in msrun_logs/)"
 zoo_say "command: $(printf '%q ' "${cmd[@]}")"
-zoo_start "$ZOO_RUN_DIR/msrun.log" 1 "${cmd[@]}"
+zoo_start "$ZOO_RUN_DIR/msrun$LOG_SUFFIX.log" 1 "${cmd[@]}"
 pid=$ZOO_LAST_PID
 zoo_wait_children 0 || true
 rc=${ZOO_EXIT[$pid]}

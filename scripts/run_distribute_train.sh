@@ -20,6 +20,9 @@ between them (taskset). The table is validated before anything starts.
 
 $ZOO_HELP_KEYS
 $ZOO_HELP_BACKGROUND
+$ZOO_HELP_ENV
+  RANK_TABLE_HOST_IP this host's server_id in the table, when its addresses do not match
+
 The run folder gets rank_<id>/console.log per rank, train.log (rank 0), config.yaml,
 env.txt and checkpoints/ (rank 0 only unless --checkpoint.save_on_all_ranks=True).
 If a rank fails the others are stopped and each failed rank is listed with its log.

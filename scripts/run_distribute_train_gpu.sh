@@ -16,10 +16,11 @@ msrun (scripts/run_distribute_msrun.sh) does the same without OpenMPI.
 
 $ZOO_HELP_KEYS
 $ZOO_HELP_BACKGROUND
-  MPIRUN_ARGS   extra mpirun options, e.g. several hosts: MPIRUN_ARGS=\"-H host1:8,host2:8\"
-                For 2-4 GPU runs bind by NUMA node, or every rank competes for
-                the same cores and throughput collapses:
-                  MPIRUN_ARGS=\"--bind-to numa\"
+$ZOO_HELP_ENV
+  MPIRUN_ARGS        extra mpirun options, e.g. several hosts: MPIRUN_ARGS=\"-H host1:8,host2:8\".
+                     For 2-4 GPU runs bind ranks by NUMA node, or they compete for the
+                     same cores and throughput collapses: MPIRUN_ARGS=\"--bind-to numa\"
+
 The run folder gets console.log (all ranks), mpirun_logs/ (one folder per rank), train.log
 (rank 0), config.yaml, env.txt and checkpoints/ (rank 0 only unless
 --checkpoint.save_on_all_ranks=True). Needs OpenMPI: apt-get install openmpi-bin, or

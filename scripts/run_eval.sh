@@ -14,6 +14,7 @@ ZOO_USAGE="usage: bash scripts/run_eval.sh CONFIG DATA_DIR CHECKPOINT [DEVICE_ID
 Evaluate a checkpoint (or every .ckpt of a folder) on one Ascend NPU; runs in the foreground.
 
 $ZOO_HELP_KEYS
+$ZOO_HELP_ENV
 
 The run folder gets console.log, eval_results.json, config.yaml and env.txt.
 

@@ -13,6 +13,7 @@ ZOO_USAGE="usage: bash scripts/run_eval_cpu.sh CONFIG DATA_DIR CHECKPOINT [--key
 Evaluate a checkpoint (or every .ckpt of a folder) on the CPU; runs in the foreground.
 
 $ZOO_HELP_KEYS
+$ZOO_HELP_ENV
 
 The run folder gets console.log, eval_results.json, config.yaml and env.txt.
 

@@ -14,6 +14,8 @@ Train on one Ascend NPU.
 
 $ZOO_HELP_KEYS
 $ZOO_HELP_BACKGROUND
+$ZOO_HELP_ENV
+
 The run folder gets console.log (all output), train.log, config.yaml, env.txt and checkpoints/.
 
 example:

@@ -53,6 +53,8 @@ CONFIG = REPO / "config" / "demo.yaml"
 WORKERS = 2
 BATCH = 32
 NUM_TRAIN = 500  # demo CIFAR-10 training records
+pytestmark = pytest.mark.slow  # about a minute and a half on 2 cores
+
 FLAGS = ["--epochs=1", f"--batch_size={BATCH}", "--checkpoint.eval_every_epochs=0",
          "--data.demo=False", "--seed=1"]
 

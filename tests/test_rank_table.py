@@ -290,3 +290,11 @@ def test_merge_refuses_duplicate_device_ips(tmp_path):
     a, b = write(tmp_path, table, "a.json"), write(tmp_path, other, "b.json")
     proc = run_cli("merge", a, b, "--output", tmp_path / "m.json")
     assert proc.returncode == 1 and "duplicates server_list[0].device[0].device_ip" in proc.stderr
+
+
+def test_cli_help_and_usage_errors():
+    helped = run_cli("-h")
+    assert helped.returncode == 0 and "validate" in helped.stdout and "generate" in helped.stdout
+    assert "examples:" in helped.stdout
+    missing = run_cli("generate")
+    assert missing.returncode == 2 and "--device_range" in missing.stderr

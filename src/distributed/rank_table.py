@@ -74,8 +74,11 @@ def _as_int(value) -> Optional[int]:
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    # ASCII digits only (isdigit() accepts '\u00b2', which int() refuses), and at most
+    # 18 of them: int() raises past 4300 and no device or rank number gets near.
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
     return None
 
 
@@ -99,6 +102,8 @@ def load_rank_table(path: str) -> Tuple[Optional[dict], List[str]]:
         return None, [f"{name}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [f"{name}: cannot read it ({exc})"]
+    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, nesting too deep
+        return None, [f"{name}: not a usable JSON file ({type(exc).__name__}: {str(exc)[:120]})"]
     if not isinstance(data, dict):
         return None, [f"{name}: the top level must be a JSON object with server_count and "
                       f"server_list, got {type(data).__name__}"]
