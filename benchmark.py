@@ -157,6 +157,39 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     return result
 
 
+MINDCV_NAMES = {"mobilenetv1": "mobilenet_v1_100", "vgg16": "vgg16"}
+
+
+def mindcv_train_img_per_s(name: str, size: int, batch: int, repeats: int):
+    """Training img/s of MindCV's network of the same name (``pip install mindcv==0.3.0``).
+
+    Same MindSpore, machine, oneDNN setting, batch and input size; MindCV's
+    network with the standard ``nn.TrainOneStepCell`` and Momentum. None when
+    MindCV has no such model.
+    """
+    if name not in MINDCV_NAMES:
+        return None
+    try:
+        import mindcv  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise SystemExit("error: --mindcv needs MindCV: pip install --no-deps mindcv==0.3.0 tqdm")
+    import mindspore as ms
+    import numpy as np
+    from mindspore import nn
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    net = mindcv.create_model(MINDCV_NAMES[name], num_classes=1000)
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
+    step.set_train()
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
+    y = ms.Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+    seconds = median_seconds(lambda: step(x, y).asnumpy(), repeats)
+    return batch / seconds
+
+
 def _sync(outputs):
     if isinstance(outputs, (tuple, list)):
         return [o.asnumpy() for o in outputs]
@@ -168,7 +201,9 @@ COLUMNS = [("model", "model", "{}"), ("size", "image_size", "{}"), ("batch", "ba
            ("train GFLOP/s", "train_gflops_per_s", "{:.1f}"), ("compile s", "train_compile_s", "{:.1f}"),
            ("data img/s", "data_img_per_s", "{:.1f}"), ("data/train", "data_over_train", "{:.1f}x"),
            ("ckpt b1", "infer_ckpt_b1_img_per_s", "{:.1f}"), ("mindir b1", "infer_mindir_b1_img_per_s", "{:.1f}"),
-           ("onnx b1", "infer_onnx_b1_img_per_s", "{:.1f}")]
+           ("onnx b1", "infer_onnx_b1_img_per_s", "{:.1f}"),
+           ("MindCV train img/s", "mindcv_train_img_per_s", "{:.1f}"),
+           ("ours/MindCV", "train_over_mindcv", "{:.2f}x")]
 
 
 def format_table(results) -> str:
@@ -205,6 +240,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=0, help="override the batch")
     parser.add_argument("--repeats", type=int, default=0, help="timed repeats (default 5, quick 2)")
     parser.add_argument("--json", default="", help="also write the results as JSON here")
+    parser.add_argument("--mindcv", action="store_true",
+                        help="also time MindCV 0.3.0's mobilenet_v1_100 / vgg16 training step")
     args = parser.parse_args(argv)
     names = list(BENCHMARKS) if args.model == "all" else [args.model]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -220,6 +257,11 @@ def main(argv=None) -> int:
             size = args.image_size or recipe["quick_size" if args.quick else "size"]
             batch = args.batch_size or recipe["quick_batch" if args.quick else "batch"]
             results.append(benchmark_model(name, size, batch, repeats, workdir))
+            if args.mindcv:
+                theirs = mindcv_train_img_per_s(name, size, batch, repeats)
+                results[-1]["mindcv_train_img_per_s"] = theirs
+                if theirs:
+                    results[-1]["train_over_mindcv"] = results[-1]["train_img_per_s"] / theirs
     report = {"environment": environment(), "results": results}
     print(format_table(results))
     print(json.dumps(report["environment"]))
