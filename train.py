@@ -5,9 +5,17 @@
     python train.py --config_path=config/vgg16_imagenet.yaml --data_dir=/data/imagenet \\
         --device_target=GPU --batch_size=32 --lr.base_lr=0.02
     python train.py --config_path=... --resume=outputs/<run>      # continue where it stopped
+    python train.py --config_path=... --run_name=<run> --resume=auto   # same, by run name
+
+Ctrl-C (SIGINT) or SIGTERM stops training after the current step: the position
+is saved as <model>_<dataset>-interrupted-e<epoch>-s<step>.ckpt (resumable
+exactly), its path is printed, and the exit status is 130 (SIGINT) or 143
+(SIGTERM). A second signal stops at once.
 """
 import os
+import signal
 import sys
+import threading
 
 import src  # noqa: F401  (CPU performance setup before MindSpore loads)
 from src.cli import (REPO_ROOT, ensure_demo_data_if_asked, parse, record_run, run_directory,
@@ -19,8 +27,10 @@ USAGE = __doc__
 
 def main(argv) -> int:
     cfg = parse(argv, USAGE, default_config=DEMO_CONFIG)
+    if not cfg.distributed:
+        _take_sigint_from_mindspore()  # before MindSpore starts its threads
     from src.device import setup_device  # MindSpore loads here, after the config is valid
-    from src.engine import fit
+    from src.engine import fit, install_stop_handlers
     from src.modelarts import sync_inputs, sync_outputs
     from src.utils.logging import RunLogger
 
@@ -37,6 +47,10 @@ def main(argv) -> int:
     log_name = "train.log" if ctx.rank == 0 else os.path.join(f"rank_{ctx.rank}", "train.log")
     log = RunLogger(os.path.join(run_dir, log_name), echo=ctx.is_main)
     log(f"run folder: {run_dir}")
+    if ctx.group_size == 1:
+        # Data-parallel ranks keep the default handlers: one rank stopping at a step
+        # boundary while the others run on would block them in the next all-reduce.
+        install_stop_handlers()
     state, _, metrics = fit(cfg, ctx, run_dir, log)
     if ctx.is_main:
         log(f"training finished: {state.epoch} epochs, checkpoint {state.last_checkpoint}")
@@ -45,6 +59,37 @@ def main(argv) -> int:
                 f"python eval.py --config_path=<config> --checkpoint_path={state.last_checkpoint}")
     sync_outputs(cfg, run_dir)
     return 0
+
+
+def _take_sigint_from_mindspore() -> None:
+    """Receive Ctrl-C in a watcher thread instead of through a signal handler.
+
+    While it runs a graph, MindSpore replaces the SIGINT handler with one that
+    turns SIGINT into SIGTERM. So SIGINT is blocked in this thread before
+    MindSpore starts any (they inherit the block) and a watcher thread takes
+    it with sigwait: during training the first asks the engine to save and
+    stop after the current step (exit 130), a second stops at once; outside
+    training (nothing to save) it stops at once. SIGTERM keeps an ordinary
+    handler (src.engine.install_stop_handlers).
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def watch():
+        while True:
+            signal.sigwait({signal.SIGINT})
+            engine = sys.modules.get("src.engine")
+            if engine is None or not getattr(engine, "training_in_progress", bool)():
+                # Nothing to save (starting up, or finishing): stop at once.
+                os.write(2, b"\nerror: interrupted (Ctrl-C)\n")
+                os._exit(130)  # pylint: disable=protected-access
+            if engine.stop_requested() is not None:
+                os.write(2, b"\nreceived SIGINT again: stopping now\n")
+                os._exit(130)  # pylint: disable=protected-access
+            engine.request_stop(signal.SIGINT)
+            os.write(2, b"\nreceived SIGINT: stopping after the current step and saving a "
+                        b"checkpoint (press Ctrl-C again to stop at once)\n")
+
+    threading.Thread(target=watch, name="sigint-watcher", daemon=True).start()
 
 
 if __name__ == "__main__":

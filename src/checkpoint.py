@@ -5,9 +5,18 @@ A training checkpoint holds:
     it loads into a bare network for eval/export with no prefix juggling;
   * the optimizer state: ``moments.<param>`` and ``global_step``;
   * metadata: ``epoch`` (completed epochs), ``global_step``, ``model``,
-    ``dataset``, ``num_classes`` and ``image_size`` (as text).
+    ``dataset``, ``num_classes`` and ``image_size`` (as text); a checkpoint
+    written when a run was interrupted mid-epoch also holds ``step_in_epoch``
+    (batches of epoch ``epoch + 1`` already trained), and one of a run with a
+    dynamic loss scale holds ``loss_scale``.
 
 Resuming reads epoch and step from the file, never from its name.
+
+Files are written under a temporary name in the same folder, then renamed, so a
+process killed at any moment leaves every earlier checkpoint whole. Temporaries
+left by a killed write are invisible to :func:`list_checkpoints` and removed by
+the next :func:`save_checkpoint` in that folder. A network holding NaN/Inf is
+never written (:class:`NonFiniteWeightsError`).
 """
 import glob
 import os
@@ -18,10 +27,16 @@ import mindspore as ms
 import numpy as np
 
 from src.errors import CheckpointError
-from src.utils.io import atomic_path
+from src.utils.io import atomic_path, remove_stale_temporaries
 
 META_KEYS = ("epoch", "global_step", "steps_per_epoch", "model", "dataset", "num_classes",
-             "image_size")
+             "image_size", "step_in_epoch", "loss_scale")
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """The network (or optimizer state) holds NaN/Inf; such a checkpoint is never written."""
+
+    exit_code = 3
 
 
 def network_parameters(net) -> List[Tuple[str, ms.Parameter]]:
@@ -34,13 +49,35 @@ def network_parameters(net) -> List[Tuple[str, ms.Parameter]]:
     return pairs
 
 
+def non_finite_parameters(items) -> List[str]:
+    """Names of the ``{"name", "data"}`` items whose floating-point values hold NaN/Inf."""
+    bad = []
+    for item in items:
+        value = item["data"]
+        arr = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            bad.append(item["name"])
+    return bad
+
+
 def save_checkpoint(path: str, net, optimizer=None, meta: Optional[Dict] = None) -> str:
-    """Save network (+ optimizer state) and metadata to ``path`` atomically."""
+    """Save network (+ optimizer state) and metadata to ``path`` atomically.
+
+    Refuses (:class:`NonFiniteWeightsError`, nothing written) when a parameter
+    or momentum buffer holds NaN/Inf. Removes temporaries that a killed
+    earlier write left in the folder.
+    """
     items = [{"name": name, "data": param} for name, param in network_parameters(net)]
     if optimizer is not None:
         for param in optimizer.moments:
             items.append({"name": param.name if param.name.startswith("moments.")
                           else "moments." + param.name, "data": param})
+    bad = non_finite_parameters(items)
+    if bad:
+        raise NonFiniteWeightsError(
+            f"refusing to write checkpoint {path!r}: {len(bad)} parameter(s) hold NaN/Inf ("
+            + ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "") + "); training diverged")
+    if optimizer is not None:
         items.append({"name": "global_step", "data": optimizer.global_step})
     append = {}
     for key, value in (meta or {}).items():
@@ -49,6 +86,7 @@ def save_checkpoint(path: str, net, optimizer=None, meta: Optional[Dict] = None)
         append[key] = str(list(value)) if isinstance(value, (list, tuple)) else value
     if optimizer is None and meta and "global_step" in meta:
         append["global_step"] = int(meta["global_step"])
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(path)))
     with atomic_path(path) as tmp:
         ms.save_checkpoint(items, tmp, append_dict=append)
     return path
@@ -61,11 +99,18 @@ def read_checkpoint(path: str) -> Tuple[Dict[str, ms.Parameter], Dict[str, objec
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path!r} is empty (an interrupted write?); "
                               f"use an earlier checkpoint")
+    if not path.endswith(".ckpt"):
+        raise CheckpointError(f"checkpoint {path!r} is not a .ckpt file; pass a MindSpore "
+                              f"checkpoint (<name>.ckpt)")
     try:
         raw = ms.load_checkpoint(path)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path!r} cannot be read ({str(exc).splitlines()[0]}); "
+    except Exception as exc:  # pylint: disable=broad-except  (corrupt files raise many types)
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"checkpoint {path!r} cannot be read ({first}); "
                               f"it is corrupt or not a MindSpore checkpoint") from None
+    if not isinstance(raw, dict) or not raw:
+        raise CheckpointError(f"checkpoint {path!r} holds no tensors; it is truncated or not a "
+                              f"MindSpore checkpoint")
     meta = {}
     for key in META_KEYS:
         if key in raw and not _is_network_tensor(key):
@@ -158,34 +203,93 @@ def checkpoint_name(model: str, dataset: str, epoch: int, steps_per_epoch: int) 
 
 
 _EPOCH_RE = re.compile(r"-(\d+)_(\d+)\.ckpt$")
+_INTERRUPTED_RE = re.compile(r"-interrupted-e(\d+)-s(\d+)\.ckpt$")
+
+
+def interrupted_checkpoint_name(model: str, dataset: str, epoch: int, step: int) -> str:
+    """``<model>_<dataset>-interrupted-e<epoch>-s<step>.ckpt``: stopped after ``step`` of epoch ``epoch``."""
+    return f"{model}_{dataset}-interrupted-e{epoch}-s{step}.ckpt"
+
+
+def checkpoint_position(path: str) -> Optional[Tuple[int, int]]:
+    """(completed epochs, batches of the next epoch) a checkpoint's name says, or None.
+
+    ``x-3_390.ckpt`` is (3, 0); ``x-interrupted-e4-s7.ckpt`` (stopped after
+    step 7 of epoch 4) is (3, 7). Used only to order files; resuming reads the
+    position from the file's metadata.
+    """
+    name = os.path.basename(path)
+    match = _EPOCH_RE.search(name)
+    if match:
+        return int(match.group(1)), 0
+    match = _INTERRUPTED_RE.search(name)
+    if match:
+        return max(0, int(match.group(1)) - 1), int(match.group(2))
+    return None
 
 
 def list_checkpoints(folder: str) -> List[str]:
-    """Periodic checkpoints in ``folder``, oldest first (by epoch in the name, then mtime)."""
-    files = [f for f in glob.glob(os.path.join(folder, "*.ckpt")) if _EPOCH_RE.search(f)]
-    return sorted(files, key=lambda f: (int(_EPOCH_RE.search(f).group(1)), os.path.getmtime(f)))
+    """Training checkpoints in ``folder`` (periodic and interrupted), oldest first.
+
+    Ordered by the training position in the name, then modification time.
+    ``best.ckpt`` and temporaries of an unfinished write are not listed.
+    """
+    files = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "*.ckpt")):
+        position = checkpoint_position(path)
+        if position is None:
+            continue
+        try:
+            files.append((position, os.path.getmtime(path), path))
+        except OSError:  # deleted meanwhile
+            continue
+    return [path for _, _, path in sorted(files)]
 
 
 def prune_checkpoints(folder: str, keep_max: int) -> List[str]:
-    """Delete the oldest periodic checkpoints beyond ``keep_max``; return deleted paths."""
+    """Delete the oldest training checkpoints beyond ``keep_max``; return deleted paths."""
     files = list_checkpoints(folder)
     doomed = files[:-keep_max] if keep_max > 0 else []
     for path in doomed:
-        os.remove(path)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
     return doomed
 
 
-def find_resume_checkpoint(path: str) -> str:
-    """Resolve ``--resume``: a file, or the newest readable checkpoint in a run folder."""
+def resumable(path: str) -> Tuple[Dict[str, ms.Parameter], Dict[str, object]]:
+    """Read ``path`` and check it holds what resuming needs; CheckpointError otherwise."""
+    tensors, meta = read_checkpoint(path)
+    if "global_step" not in tensors:
+        raise CheckpointError(f"checkpoint {path!r} holds no optimizer state (global_step); it "
+                              f"cannot be resumed — use --pretrained to start from its weights")
+    if "epoch" not in meta:
+        raise CheckpointError(f"checkpoint {path!r} has no 'epoch' metadata; it was not written "
+                              f"by train.py and cannot be resumed")
+    return tensors, meta
+
+
+def find_resume_checkpoint(path: str, warn=print) -> str:
+    """Resolve ``--resume``: a file, or the newest resumable checkpoint in a run folder.
+
+    In a folder, checkpoints that cannot be read (truncated, corrupt) or hold
+    no training state are skipped with a warning.
+    """
     if os.path.isfile(path):
         return path
     folder = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
     if not os.path.isdir(folder):
         raise CheckpointError(f"--resume={path!r} is neither a checkpoint file nor a run folder")
-    for candidate in reversed(list_checkpoints(folder)):
+    candidates = list_checkpoints(folder)
+    if not candidates:
+        raise CheckpointError(f"no training checkpoint (<model>_<dataset>-<epoch>_<steps>.ckpt) in "
+                              f"{folder!r} to resume from")
+    for candidate in reversed(candidates):
         try:
-            read_checkpoint(candidate)
+            resumable(candidate)
             return candidate
         except CheckpointError as exc:
-            print(f"warning: skipping unreadable checkpoint: {exc}", flush=True)
-    raise CheckpointError(f"no readable checkpoint in {folder!r} to resume from")
+            warn(f"warning: skipping checkpoint that cannot be resumed: {exc}")
+    raise CheckpointError(f"none of the {len(candidates)} checkpoint(s) in {folder!r} can be "
+                          f"resumed (see the warnings above)")

@@ -19,6 +19,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -27,6 +28,10 @@ import yaml
 from src.errors import ConfigError
 
 DEVICES = ("Ascend", "GPU", "CPU")
+# Limits that keep the YAML parser fast on hostile input (its cost grows with the
+# cube of the bracket nesting depth). Real configs are a few KB and 3 levels deep.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_NESTING = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +165,8 @@ SCHEMA: Dict[str, Any] = {
                            type=list, item_type=int),
         "multi_scale_interval": Key(10, "batches between input-size changes"),
         "jitter": Key(0.3, "random aspect jitter of the training crop"),
+        "crop_scale": Key([0.25, 2.0], "random size range of the training crop, relative to "
+                          "the input size [min, max]", type=list, item_type=float),
         "hue": Key(0.015, "HSV hue jitter"),
         "saturation": Key(1.5, "HSV saturation jitter"),
         "value": Key(0.4, "HSV value jitter"),
@@ -314,13 +321,18 @@ def _coerce_scalar(value, want: type, dotted: str, source: str):
         if isinstance(value, bool):
             raise bad()
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 raise bad() from None
-        raise bad()
+        else:
+            raise bad()
+        if not math.isfinite(number):
+            raise ConfigError(f"config key {dotted!r} must be a finite number, got {value!r} "
+                              f"(from {source})")
+        return number
     if want is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -328,12 +340,39 @@ def _coerce_scalar(value, want: type, dotted: str, source: str):
     raise bad()
 
 
+def _yaml_nesting(text: str) -> int:
+    """Deepest bracket nesting in ``text`` (quotes ignored: an upper bound)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _safe_yaml(text: str, what: str):
+    """``yaml.safe_load`` with size and nesting limits; ConfigError naming ``what``."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} is {len(text)} characters long, more than the "
+                          f"{MAX_CONFIG_BYTES} a config may have")
+    if _yaml_nesting(text) > MAX_YAML_NESTING:
+        raise ConfigError(f"{what} nests brackets more than {MAX_YAML_NESTING} levels deep")
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise ConfigError(f"{what} holds an unreadable value ({str(exc)[:80]})") from None
+
+
 def _parse_cli_text(text: str):
     """Turn a command-line string into a YAML scalar/list (``1,2`` -> [1, 2])."""
     stripped = text.strip()
     if stripped.startswith(("[", "{")):
         try:
-            return yaml.safe_load(stripped)
+            return _safe_yaml(stripped, f"value {stripped[:40]!r}")
         except yaml.YAMLError:
             return text
     if "," in stripped:
@@ -391,7 +430,7 @@ def _coerce(key: Key, value, dotted: str, source: str, device: Optional[str] = N
 def _set_checked(values: Dict[str, Any], dotted: str, value, source: str):
     """Validate one dotted key and store it in the nested ``values`` dict."""
     if dotted.startswith("net."):
-        values.setdefault("net", {})[dotted[4:]] = _parse_net_value(value)
+        values.setdefault("net", {})[dotted[4:]] = _parse_net_value(value, dotted, source)
         return
     key = _schema_at(dotted)
     if key is None:
@@ -410,8 +449,14 @@ def _set_checked(values: Dict[str, Any], dotted: str, value, source: str):
     node[parts[-1]] = _coerce(key, value, dotted, source)
 
 
-def _parse_net_value(value):
-    return yaml.safe_load(value) if isinstance(value, str) else value
+def _parse_net_value(value, dotted: str = "net", source: str = "command line"):
+    if not isinstance(value, str):
+        return value
+    try:
+        return _safe_yaml(value, f"config key {dotted!r} (from {source})")
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config key {dotted!r} has a value that is not valid YAML: {value!r:.60} "
+                          f"(from {source}): {getattr(exc, 'problem', None) or exc}") from None
 
 
 def _flatten(mapping: Dict[str, Any], prefix="") -> List[Tuple[str, Any]]:
@@ -432,8 +477,11 @@ def read_yaml(path: str) -> Dict[str, Any]:
         raise ConfigError(f"config file {path!r} not found; pass an existing file with "
                           f"--config_path (see config/ for the shipped ones)")
     try:
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path!r} is {os.path.getsize(path)} bytes; a config "
+                              f"file may have at most {MAX_CONFIG_BYTES}")
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = _safe_yaml(f.read(), f"config file {path!r}")
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""

@@ -51,6 +51,7 @@ def resolve_split_dir(cfg, split: str) -> str:
 # Without a filter ImageFolderDataset tries to decode every file (README.txt, ...).
 IMAGE_EXTENSIONS = [".JPEG", ".jpeg", ".jpg", ".JPG", ".png", ".PNG", ".bmp"]
 CIFAR_RECORD_BYTES = 1 + 32 * 32 * 3  # label byte, then the R, G and B planes
+CIFAR_MAX_FILE_BYTES = 512 * 2 ** 20  # a real batch file is 30 MB; as src.datasets.check
 
 
 def read_cifar10_binary(folder: str, split: str):
@@ -69,11 +70,18 @@ def read_cifar10_binary(folder: str, split: str):
                         f"binary version (check it with python -m src.datasets.check)")
     records = []
     for path in files:
-        size = os.path.getsize(path)
-        if size == 0 or size % CIFAR_RECORD_BYTES:
-            raise DataError(f"CIFAR-10 file {path!r} has {size} bytes, not a whole number of "
-                            f"{CIFAR_RECORD_BYTES}-byte records (truncated?); download it again")
-        records.append(np.fromfile(path, dtype=np.uint8).reshape(-1, CIFAR_RECORD_BYTES))
+        try:
+            if not os.path.isfile(path):
+                raise DataError(f"CIFAR-10 file {path!r} is not a regular file; replace it with "
+                                f"the batch file from cifar-10-binary.tar.gz")
+            size = os.path.getsize(path)
+            if size == 0 or size % CIFAR_RECORD_BYTES or size > CIFAR_MAX_FILE_BYTES:
+                raise DataError(f"CIFAR-10 file {path!r} has {size} bytes, not a whole number of "
+                                f"{CIFAR_RECORD_BYTES}-byte records up to {CIFAR_MAX_FILE_BYTES} "
+                                f"bytes (truncated, or not CIFAR-10 binary?); download it again")
+            records.append(np.fromfile(path, dtype=np.uint8).reshape(-1, CIFAR_RECORD_BYTES))
+        except OSError as exc:
+            raise DataError(f"cannot read CIFAR-10 file {path!r} ({exc.strerror or exc})") from None
     data = np.concatenate(records)
     labels = data[:, 0].astype(np.int32)
     if labels.max() > 9:

@@ -2,7 +2,10 @@
 import contextlib
 import errno
 import os
+import re
 import tempfile
+import time
+from typing import List, Optional
 
 from src.errors import ZooError
 
@@ -16,7 +19,47 @@ def _describe(exc: OSError, path: str) -> str:
         return f"no space left on the device holding {path!r}; free space or choose another output_dir"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {path!r}: permission denied; choose a writable output_dir"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: makedirs met a file
+        return (f"cannot write {path!r}: a part of that path is a file, not a folder; "
+                f"choose another output_dir")
+    if exc.errno == errno.EDQUOT:
+        return f"disk quota exceeded writing {path!r}; free space or choose another output_dir"
     return f"cannot write {path!r}: {exc.strerror or exc}"
+
+
+# Temporary names made by atomic_path: ".<stem>.<8 random chars>.tmp<ext>"; MindSpore's
+# checkpoint writer adds its own ".tmp" step, hence the optional second suffix.
+_TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+_PROCESS_START = time.time()
+
+
+def is_temporary_name(name: str) -> bool:
+    """True for the name of a temporary file written by :func:`atomic_path`."""
+    return bool(_TEMPORARY_NAME.match(os.path.basename(name)))
+
+
+def remove_stale_temporaries(folder: str, older_than: Optional[float] = None) -> List[str]:
+    """Delete temporaries a killed writer left in ``folder``; return their paths.
+
+    Only files older than ``older_than`` (default: the start of this process)
+    are removed, so a write in progress in another process is left alone.
+    Never raises: cleaning up is best effort.
+    """
+    cutoff = _PROCESS_START if older_than is None else older_than
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if (_TEMPORARY_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                os.remove(entry.path)
+                removed.append(entry.path)
+        except OSError:
+            continue
+    return removed
 
 
 @contextlib.contextmanager
