@@ -27,6 +27,10 @@ USAGE = __doc__
 
 def main(argv) -> int:
     cfg = parse(argv, USAGE, default_config=DEMO_CONFIG)
+    if cfg.resume == "auto" and not cfg.run_name:
+        from src.errors import ConfigError
+        raise ConfigError("--resume=auto continues the run in output_dir/run_name, so it needs "
+                          "the run's folder name: add --run_name=<folder under output_dir>")
     if not cfg.distributed:
         _take_sigint_from_mindspore()  # before MindSpore starts its threads
     from src.device import setup_device  # MindSpore loads here, after the config is valid

@@ -40,6 +40,13 @@ def run_main(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
         code = 130
+    except OSError as exc:
+        # Logs and results are written all along: a full disk or a vanished
+        # folder must still end with one clear line (checkpoints are atomic).
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        print(f"error: cannot write{where}: {exc.strerror or exc}; free space or choose another "
+              f"--output_dir (saved checkpoints are intact)", file=sys.stderr, flush=True)
+        code = 1
     raise SystemExit(code or 0)
 
 
