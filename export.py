@@ -53,8 +53,11 @@ def main(argv) -> int:
     file_base = cfg.export.file_name or f"{cfg.model}_{cfg.dataset}"
     path = export_network(deploy_net, file_base, cfg.export.file_format, cfg.export.batch_size,
                           cfg.image_size, verify=cfg.export.verify, tolerance=cfg.export.tolerance)
+    from src.deploy.spec import write_sidecar
+    spec_file = write_sidecar(cfg, path)  # lets the deploy tools run without --config_path
     print(f"exported {cfg.model} ({cfg.export.file_format}, input "
           f"{cfg.export.batch_size}x3x{cfg.image_size[0]}x{cfg.image_size[1]}) to {path}")
+    print(f"deploy spec (model, preprocessing, config) written to {spec_file}")
     return 0
 
 

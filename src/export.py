@@ -48,7 +48,8 @@ def _as_list(outputs) -> List[np.ndarray]:
 class ExportedModel:
     """Run an exported MINDIR (MindSpore) or ONNX (onnxruntime) file on numpy input."""
 
-    def __init__(self, path: str, num_threads: int = 0):
+    def __init__(self, path: str, num_threads: int = 0,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)):
         if not os.path.isfile(path):
             raise ExportError(f"exported model {path!r} not found")
         self.path = path
@@ -59,8 +60,7 @@ class ExportedModel:
             if num_threads:
                 options.intra_op_num_threads = num_threads
             try:
-                self._session = ort.InferenceSession(path, options,
-                                                     providers=["CPUExecutionProvider"])
+                self._session = ort.InferenceSession(path, options, providers=list(providers))
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ExportError(f"onnxruntime cannot load {path!r}: {exc}") from None
             self._input_name = self._session.get_inputs()[0].name
@@ -98,6 +98,13 @@ def export_network(net, file_base: str, file_format: str, batch_size: int,
         written = tmp_base + ext
         if not os.path.isfile(written):
             raise ExportError(f"MindSpore reported no error but wrote no {file_format} file")
+        if file_format == "ONNX":
+            # So that OpenCV DNN (the C++ CPU app) loads it too; verified below like the rest.
+            from src.deploy.onnx_compat import normalize_onnx_file  # pylint: disable=C0415
+            changed = normalize_onnx_file(written)
+            if changed:
+                log(f"ONNX rewritten for OpenCV DNN compatibility ({changed} node(s), "
+                    f"see src/deploy/onnx_compat.py)")
         if verify and file_format in ("MINDIR", "ONNX"):
             expected = _as_list(net(ms.Tensor(batch)))
             actual = ExportedModel(written)(batch)

@@ -1,0 +1,157 @@
+"""Rewrite MindSpore ONNX exports so that OpenCV's DNN importer accepts them too.
+
+MindSpore writes opset-11 graphs. onnxruntime runs them as they are, but
+OpenCV's ONNX importer (4.6, the Debian 12 version used by the C++ CPU app)
+rejects a few patterns that the zoo's networks produce:
+
+* ``Clip(x, min, max)`` with min/max as inputs (MobileNetV1's ReLU6): OpenCV
+  < 4.7 only reads the opset-6 attributes;
+* ``Min(x, c)`` / ``Max(x, c)`` with a constant operand (YOLO's decode head):
+  OpenCV treats them as element-wise layers needing two computed inputs;
+* ``Resize`` without an explicit ``mode`` attribute: OpenCV reads it without
+  the ONNX default ("nearest").
+
+Each pattern is replaced by an equivalent built from Relu/Sub/Add, which every
+runtime supports: ``min(x, c) = x - relu(x - c)``, ``max(x, c) = c + relu(x - c)``
+and ``clip(x, lo, hi) = max(min(x, hi), lo)``. For ReLU6 (lo = 0) the result is
+bit-exact for activations below 2**24; otherwise it differs by at most one
+rounding step. The export check that follows (onnxruntime vs the checkpoint
+network) covers the rewritten file.
+"""
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+
+def _constants(graph) -> Dict[str, np.ndarray]:
+    """Values of the graph's initializers and Constant-node outputs, by name."""
+    from onnx import numpy_helper  # pylint: disable=import-outside-toplevel
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+class _Rewriter:
+    """Builds replacement nodes with unique output names."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.count = 0
+
+    def _name(self, base: str, tag: str) -> str:
+        self.count += 1
+        return f"{base}__cv{tag}{self.count}"
+
+    def node(self, op: str, inputs: List[str], output: Optional[str], base: str, tag: str):
+        from onnx import helper  # pylint: disable=import-outside-toplevel
+        out = output or self._name(base, tag)
+        return helper.make_node(op, inputs, [out], name=self._name(base, op)), out
+
+    def min_const(self, x: str, c: str, out: Optional[str], base: str) -> List:
+        """out = x - relu(x - c)."""
+        sub, d = self.node("Sub", [x, c], None, base, "d")
+        relu, r = self.node("Relu", [d], None, base, "r")
+        final, _ = self.node("Sub", [x, r], out, base, "o")
+        return [sub, relu, final]
+
+    def max_const(self, x: str, c: str, out: Optional[str], base: str) -> List:
+        """out = c + relu(x - c); for c == 0 simply relu(x)."""
+        sub, d = self.node("Sub", [x, c], None, base, "d")
+        relu, r = self.node("Relu", [d], None, base, "r")
+        final, _ = self.node("Add", [r, c], out, base, "o")
+        return [sub, relu, final]
+
+    def relu(self, x: str, out: Optional[str], base: str) -> List:
+        node, _ = self.node("Relu", [x], out, base, "o")
+        return [node]
+
+
+def make_opencv_compatible(model) -> int:
+    """Rewrite ``model`` (an ``onnx.ModelProto``) in place; return the number of nodes changed."""
+    from onnx import helper  # pylint: disable=import-outside-toplevel
+    graph = model.graph
+    consts = _constants(graph)
+    rw = _Rewriter(graph)
+    new_nodes, changed = [], 0
+
+    def is_const(name: str) -> bool:
+        return bool(name) and name in consts
+
+    def is_zero(name: str) -> bool:
+        return is_const(name) and consts[name].size == 1 and float(consts[name].reshape(-1)[0]) == 0.0
+
+    for node in graph.node:
+        base = node.name or node.output[0]
+        if node.op_type == "Clip" and len(node.input) > 1:
+            x = node.input[0]
+            lo = node.input[1] if len(node.input) > 1 else ""
+            hi = node.input[2] if len(node.input) > 2 else ""
+            if (lo and not is_const(lo)) or (hi and not is_const(hi)):
+                new_nodes.append(node)  # data-dependent bounds: leave as is
+                continue
+            out = node.output[0]
+            if not lo and not hi:
+                new_nodes.append(helper.make_node("Identity", [x], [out], name=base))
+            elif not lo:
+                new_nodes += rw.min_const(x, hi, out, base)
+            elif not hi:
+                new_nodes += rw.relu(x, out, base) if is_zero(lo) else rw.max_const(x, lo, out, base)
+            else:
+                upper = rw.min_const(x, hi, None, base)
+                clipped = upper[-1].output[0]
+                lower = rw.relu(clipped, out, base) if is_zero(lo) else rw.max_const(clipped, lo, out, base)
+                new_nodes += upper + lower
+            changed += 1
+        elif node.op_type in ("Min", "Max") and len(node.input) == 2 and \
+                sum(is_const(i) for i in node.input) == 1:
+            x, c = (node.input[1], node.input[0]) if is_const(node.input[0]) else tuple(node.input)
+            out = node.output[0]
+            if node.op_type == "Min":
+                new_nodes += rw.min_const(x, c, out, base)
+            elif is_zero(c):
+                new_nodes += rw.relu(x, out, base)
+            else:
+                new_nodes += rw.max_const(x, c, out, base)
+            changed += 1
+        elif node.op_type == "Resize" and not any(a.name == "mode" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("mode", "nearest"))  # the ONNX default
+            new_nodes.append(node)
+            changed += 1
+        else:
+            new_nodes.append(node)
+    if changed:
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+        _drop_unused_initializers(graph)
+    return changed
+
+
+def _drop_unused_initializers(graph) -> None:
+    used = {name for node in graph.node for name in node.input}
+    used |= {o.name for o in graph.output}
+    keep = [init for init in graph.initializer if init.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+
+
+def normalize_onnx_file(path: str) -> int:
+    """Rewrite the ONNX file at ``path`` in place for OpenCV DNN; return the nodes changed."""
+    import onnx  # pylint: disable=import-outside-toplevel
+    model = onnx.load(path)
+    changed = make_opencv_compatible(model)
+    if changed:
+        onnx.checker.check_model(model)
+        # MindSpore writes exports read-only: save beside it and rename over it.
+        tmp = path + ".compat.tmp"
+        try:
+            onnx.save(model, tmp)
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return changed

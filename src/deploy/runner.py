@@ -1,0 +1,105 @@
+"""Python deploy path: run an exported model over a data folder, write result files.
+
+    python infer.py --model_file=outputs/tinydarknet_imagenet.onnx --data_path=/data/imagenet/val
+    python infer.py --model_file=m.mindir --data_path=preprocess_Result/images --device_target=GPU
+
+ONNX files run on onnxruntime (the fastest CPU path, and the default choice of
+export for it), MINDIR files on MindSpore (CPU or GPU). Inputs are made with the
+training code's eval transforms (:mod:`src.deploy.inputs`); outputs go to
+``<output_path>/result_Files/<stem>_<i>.bin`` and the timing summary to
+``<output_path>/time_Result/test_perform_static.txt``, exactly as the C++ app
+writes them, so ``postprocess.py`` reads either.
+"""
+import argparse
+import sys
+import time
+from typing import Dict, Sequence
+
+import numpy as np
+
+from src.deploy.common import (DeployError, prepare_output_dirs, result_path, timing_line,
+                               write_timing)
+from src.deploy.inputs import iter_network_inputs
+from src.deploy.spec import load_spec
+
+
+def open_model(model_file: str, device_target: str = "CPU", device_id: int = 0,
+               num_threads: int = 0):
+    """An :class:`~src.export.ExportedModel` on ``device_target`` (CPU or GPU)."""
+    from src.export import ExportedModel  # pylint: disable=import-outside-toplevel
+    if model_file.endswith(".onnx"):
+        providers = ["CPUExecutionProvider"]
+        if device_target == "GPU":
+            import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise DeployError("this onnxruntime has no CUDA provider; install onnxruntime-gpu, "
+                                  "or run the MINDIR export on GPU (--model_file=<name>.mindir)")
+            providers.insert(0, "CUDAExecutionProvider")
+        return ExportedModel(model_file, num_threads=num_threads, providers=providers)
+    if not model_file.endswith(".mindir"):
+        raise DeployError(f"{model_file!r}: the Python runner takes .onnx or .mindir files")
+    from src.device import setup_device  # pylint: disable=import-outside-toplevel
+    setup_device(device_target, device_id, "graph")
+    return ExportedModel(model_file)
+
+
+def run_inference(model_file: str, data_path: str, spec: Dict, output_path: str = ".",
+                  device_target: str = "CPU", device_id: int = 0, num_threads: int = 0,
+                  log=print) -> Dict:
+    """Run every input through the model; write result and timing files; return a summary."""
+    if spec.get("input_shape", [1])[0] != 1 and model_file.endswith(".mindir"):
+        raise DeployError(f"{model_file!r} was exported with batch {spec['input_shape'][0]}; the "
+                          f"deploy path runs one image at a time: re-export with "
+                          f"--export.batch_size=1")
+    model = open_model(model_file, device_target, device_id, num_threads)
+    result_dir, time_dir = prepare_output_dirs(output_path)
+    total_ms, count = 0.0, 0
+    for stem, array in iter_network_inputs(spec, data_path):
+        batch = array[None]
+        start = time.perf_counter()
+        try:
+            outputs = model(batch)
+        except Exception as exc:  # runtimes raise their own types; name the input instead
+            raise DeployError(f"inference failed on {stem!r} (input {batch.shape}): "
+                              f"{str(exc).splitlines()[0]}; was the model exported with "
+                              f"batch 1 and image_size {spec['image_size']}?") from None
+        total_ms += (time.perf_counter() - start) * 1000.0
+        for index, output in enumerate(outputs):
+            np.ascontiguousarray(output, dtype=np.float32).tofile(
+                result_path(result_dir, stem, index))
+        count += 1
+    average = total_ms / max(count, 1)
+    timing_file = write_timing(time_dir, average, count)
+    log(timing_line(average, count))
+    return {"count": count, "average_ms": average, "result_dir": result_dir,
+            "timing_file": timing_file}
+
+
+def main(argv: Sequence[str]) -> int:
+    """Command line of the Python deploy path (``python infer.py -h``)."""
+    parser = argparse.ArgumentParser(prog="infer.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_file", required=True, help="exported .onnx or .mindir (batch 1)")
+    parser.add_argument("--data_path", required=True,
+                        help="image folder (flat or class sub-folders), CIFAR-10 root, or a "
+                             "folder of preprocessed .bin files")
+    parser.add_argument("--config_path", "--config", default="",
+                        help="config of the model; default: the <model_file>.json export writes")
+    parser.add_argument("--output_path", default=".",
+                        help="where result_Files/ and time_Result/ go (default: .)")
+    parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU"))
+    parser.add_argument("--device_id", type=int, default=0)
+    parser.add_argument("--num_threads", type=int, default=0,
+                        help="onnxruntime intra-op threads (0 = its default)")
+    args, overrides = parser.parse_known_args(list(argv))
+    spec = load_spec(args.model_file, args.config_path, overrides)
+    summary = run_inference(args.model_file, args.data_path, spec, args.output_path,
+                            args.device_target, args.device_id, args.num_threads)
+    print(f"wrote the results of {summary['count']} inputs to {summary['result_dir']}; "
+          f"timing in {summary['timing_file']}")
+    return 0
+
+
+if __name__ == "__main__":
+    from src.cli import run_main  # pylint: disable=import-outside-toplevel
+    run_main(main, sys.argv[1:])

@@ -1,0 +1,291 @@
+"""Deploy-path building blocks without the C++ app: postprocess, label files,
+input walking, the deploy spec, preprocess, and the ONNX rewrite for OpenCV.
+
+The C++ app and the end-to-end agreement with eval.py are in
+test_deploy_cpp.py and test_deploy_e2e.py.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import src  # noqa: F401
+from src.deploy.common import (DeployError, list_input_files, read_label_file, result_path,
+                               scan_result_files, write_label_file)
+from src.deploy.postprocess_classification import classification_accuracy, format_report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_results(folder: Path, logits: dict, index: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, values in logits.items():
+        np.asarray(values, np.float32).tofile(result_path(str(folder), stem, index))
+    return folder
+
+
+def write_labels(path: Path, labels: dict) -> Path:
+    write_label_file(str(path), list(labels.items()))
+    return path
+
+
+# Six classes; the label's rank among the logits decides top-1 / top-5.
+LOGITS = {
+    "img_a": [9, 1, 2, 3, 4, 5],   # label 0 ranked 1st -> top-1 and top-5
+    "img_b": [1, 9, 2, 3, 4, 5],   # label 5 ranked 2nd -> top-5 only
+    "img_c": [6, 5, 4, 3, 2, 1],   # label 5 ranked 6th -> neither
+    "img_d": [1, 2, 3, 9, 4, 5],   # label 3 ranked 1st -> both
+}
+LABELS = {"img_a": 0, "img_b": 5, "img_c": 5, "img_d": 3}
+
+
+@pytest.fixture
+def scored(tmp_path):
+    results = write_results(tmp_path / "result_Files", LOGITS)
+    labels = write_labels(tmp_path / "label.txt", LABELS)
+    return results, labels
+
+
+def test_postprocess_counts_top1_and_top5(scored):
+    results, labels = scored
+    metrics = classification_accuracy(str(results), str(labels), num_classes=6)
+    assert metrics == {"top_1_accuracy": 0.5, "top_5_accuracy": 0.75, "top1_correct": 2,
+                       "top5_correct": 3, "total": 4}
+    report = format_report(metrics)
+    assert "total=4, top1_correct=2, acc=50.00% (top-1)" in report
+    assert "total=4, top5_correct=3, acc=75.00% (top-5)" in report
+    assert "accuracy: {'top_1_accuracy': 0.5, 'top_5_accuracy': 0.75}" in report
+
+
+def test_postprocess_top5_with_fewer_than_five_classes(tmp_path):
+    results = write_results(tmp_path / "r", {"x": [0.1, 0.9, 0.0], "y": [0.9, 0.1, 0.0]})
+    labels = write_labels(tmp_path / "l.txt", {"x": 1, "y": 2})
+    metrics = classification_accuracy(str(results), str(labels), num_classes=3)
+    assert (metrics["top1_correct"], metrics["top5_correct"]) == (1, 2)
+
+
+def test_missing_result_file_is_an_error(scored):
+    results, labels = scored
+    os.remove(result_path(str(results), "img_c", 0))
+    with pytest.raises(DeployError, match=r"missing result file .*img_c_0\.bin"):
+        classification_accuracy(str(results), str(labels), 6)
+
+
+def test_result_without_a_label_is_an_error(scored, tmp_path):
+    results, _ = scored
+    partial = write_labels(tmp_path / "partial.txt", {k: LABELS[k] for k in ("img_a", "img_b", "img_c")})
+    with pytest.raises(DeployError, match=r"no label for 1 result file.*img_d_0\.bin"):
+        classification_accuracy(str(results), str(partial), 6)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("img_a", "bad label line"),
+    ("img_a zero", "bad label line"),
+    ("img_a 1 2", "bad label line"),
+    ("img_a:0", "bad label line"),
+    ("img_a 6", "outside 0..5"),
+    ("img_a -1", "outside 0..5"),
+])
+def test_bad_label_line_names_the_line(scored, tmp_path, line, message):
+    results, _ = scored
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# comment\n\n" + line + "\n")
+    with pytest.raises(DeployError, match=rf"bad\.txt:3: .*{message}"):
+        classification_accuracy(str(results), str(bad), 6)
+
+
+def test_duplicate_label_and_missing_label_file(tmp_path):
+    dup = tmp_path / "dup.txt"
+    dup.write_text("a 1\na 2\n")
+    with pytest.raises(DeployError, match="dup.txt:2: stem 'a' appears twice"):
+        read_label_file(str(dup))
+    with pytest.raises(DeployError, match="label file .* not found"):
+        read_label_file(str(tmp_path / "none.txt"))
+
+
+def test_wrong_size_result_file_is_an_error(scored):
+    results, labels = scored
+    np.zeros(7, np.float32).tofile(result_path(str(results), "img_b", 0))
+    with pytest.raises(DeployError, match=r"img_b_0\.bin' has 28 bytes; 6 float32 logits take 24"):
+        classification_accuracy(str(results), str(labels), 6)
+    with pytest.raises(DeployError, match="has 24 bytes; 10 float32 logits take 40"):
+        classification_accuracy(str(results), str(labels), 10)
+
+
+def test_detection_results_are_refused(scored):
+    results, labels = scored
+    write_results(results, {"img_a": [0.0] * 6}, index=1)
+    with pytest.raises(DeployError, match="detection model's result folder"):
+        classification_accuracy(str(results), str(labels), 6)
+
+
+def test_unknown_files_in_the_result_folder(scored):
+    results, _ = scored
+    (results / "notes.bin").write_bytes(b"")
+    with pytest.raises(DeployError, match="unexpected file 'notes.bin'"):
+        scan_result_files(str(results))
+
+
+def test_postprocess_command_line(scored, tmp_path):
+    results, labels = scored
+    cmd = [sys.executable, "-m", "src.deploy.postprocess_classification",
+           f"--result_path={results}", f"--label_file={labels}", "--num_classes=6"]
+    ok = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "acc=50.00% (top-1)" in ok.stdout and "acc=75.00% (top-5)" in ok.stdout
+    os.remove(result_path(str(results), "img_a", 0))
+    bad = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("error: missing result file") and "Traceback" not in bad.stderr
+    no_classes = subprocess.run(cmd[:-1], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert no_classes.returncode == 2 and "num_classes is unknown" in no_classes.stderr
+
+
+# --------------------------------------------------------------------------- input files
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_inputs_in_class_folders_are_sorted_and_numbered(tmp_path):
+    for name in ("b/2.JPEG", "b/1.JPEG", "a/9.JPEG", "a/.hidden.JPEG", "a/notes.txt", "c/3.png",
+                 "loose.JPEG"):
+        touch(tmp_path / name)
+    entries = list_input_files(str(tmp_path), (".JPEG", ".png"))
+    assert [(s, i) for s, _, i in entries] == [("9", 0), ("1", 1), ("2", 1), ("3", 2)]
+
+
+def test_flat_inputs_and_stem_collisions(tmp_path):
+    for name in ("x.JPEG", "y.jpg", "z.txt"):
+        touch(tmp_path / "flat" / name)
+    assert [(s, i) for s, _, i in list_input_files(str(tmp_path / "flat"), (".JPEG", ".jpg"))] == \
+        [("x", -1), ("y", -1)]
+    touch(tmp_path / "dup" / "a" / "same.JPEG")
+    touch(tmp_path / "dup" / "b" / "same.JPEG")
+    with pytest.raises(DeployError, match="same stem 'same'"):
+        list_input_files(str(tmp_path / "dup"), (".JPEG",))
+
+
+def test_a_dataset_root_instead_of_the_split_folder_is_explained(tmp_path):
+    touch(tmp_path / "val" / "n01" / "a.JPEG")
+    with pytest.raises(DeployError, match="point the data path at the split folder"):
+        list_input_files(str(tmp_path), (".JPEG",))
+    with pytest.raises(DeployError, match="no .png files"):
+        list_input_files(str(tmp_path / "val" / "n01"), (".png",))
+
+
+# --------------------------------------------------------------------------- spec and preprocess
+
+def test_spec_from_configs_and_missing_sidecar(tmp_path):
+    from src.deploy.spec import app_flags, load_spec
+    spec = load_spec(config_path="config/vgg16_imagenet.yaml", cli_args=["--image_size=64,64"])
+    assert spec["preprocess"]["resize_mode"] == "square" and spec["num_classes"] == 1000
+    flags = app_flags(spec)
+    assert "--image_height=64" in flags and "--resize=256" in flags and "--resize_mode=square" in flags
+    cifar = load_spec(config_path="config/mobilenetv1_cifar10.yaml")
+    assert app_flags(cifar)[0] == "--input_format=bin"
+    coco = load_spec(config_path="config/yolov3_tiny_coco.yaml")
+    assert coco["task"] == "detection" and "--resize_mode=stretch" in app_flags(coco)
+    with pytest.raises(DeployError, match=r"model file .*m\.mindir' not found"):
+        load_spec(str(tmp_path / "m.mindir"))
+    (tmp_path / "m.mindir").write_bytes(b"")
+    with pytest.raises(DeployError, match=r"no deploy spec .*m\.mindir\.json"):
+        load_spec(str(tmp_path / "m.mindir"))
+    with pytest.raises(DeployError, match="need --config_path"):
+        load_spec(str(tmp_path / "m.mindir"), cli_args=["--image_size=32"])
+
+
+def test_preprocess_imagenet_labels_and_cifar_inputs(demo_data, tmp_path):
+    from src.deploy.inputs import cifar_stem
+    from src.deploy.preprocess import preprocess
+    from src.deploy.spec import load_spec
+    spec = load_spec(config_path="config/tinydarknet_imagenet.yaml")
+    out = preprocess(spec, str(demo_data["imagenet"] / "val"), str(tmp_path / "in"), log=lambda _: None)
+    labels = read_label_file(out["label_file"], 10)
+    assert len(labels) == 100 and labels["ILSVRC2012_val_00000001"] == 0 and max(labels.values()) == 9
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    touch(flat / "a.JPEG")
+    with pytest.raises(DeployError, match="flat folder"):
+        preprocess(spec, str(flat), str(tmp_path / "x"), log=lambda _: None)
+
+    spec = load_spec(config_path="config/vgg16_cifar10.yaml", cli_args=["--image_size=32,32"])
+    out = preprocess(spec, str(demo_data["cifar10"]), str(tmp_path / "c"), log=lambda _: None)
+    files = sorted(os.listdir(out["inputs"]))
+    assert len(files) == 200 and files[0] == cifar_stem(0) + ".bin" == "cifar10_test_00000.bin"
+    assert os.path.getsize(os.path.join(out["inputs"], files[0])) == 3 * 32 * 32 * 4
+    labels = read_label_file(out["label_file"], 10)
+    raw = np.fromfile(next((demo_data["cifar10"] / "cifar-10-verify-bin").glob("test_batch*.bin")),
+                      np.uint8).reshape(-1, 3073)
+    assert [labels[cifar_stem(i)] for i in range(200)] == raw[:, 0].tolist()
+
+
+def test_python_runner_inputs_equal_the_eval_dataset(demo_data):
+    """The runner's per-image transforms give exactly eval.py's batches (same order too)."""
+    from src.config import load_config
+    from src.deploy.inputs import iter_network_inputs
+    from src.deploy.spec import spec_from_config
+    from src.tasks.classification import eval_dataset
+    for config, data in (("config/vgg16_imagenet.yaml", demo_data["imagenet"]),
+                         ("config/tinydarknet_cifar10.yaml", demo_data["cifar10"])):
+        cfg = load_config(config, cli_args=[f"--data_dir={data}", "--image_size=48,48",
+                                            "--data.resize_eval=56", "--data.num_workers=1"])
+        spec = spec_from_config(cfg)
+        path = str(data / "val") if cfg.dataset == "imagenet" else str(data)
+        ours = np.stack([a for _, a in iter_network_inputs(spec, path)])
+        theirs = np.concatenate([b.asnumpy() for b, _ in
+                                 eval_dataset(cfg, batch_size=50).create_tuple_iterator()])
+        np.testing.assert_array_equal(ours, theirs)
+
+
+# --------------------------------------------------------------------------- ONNX rewrite
+
+def test_onnx_rewrite_keeps_outputs_and_removes_what_opencv_rejects(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from src.deploy.onnx_compat import normalize_onnx_file
+
+    def const(name, value):
+        return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+    nodes = [
+        helper.make_node("Clip", ["x", "zero", "six"], ["relu6"]),
+        helper.make_node("Clip", ["x", "lo", "hi"], ["clip"]),
+        helper.make_node("Min", ["x", "hi"], ["min"]),
+        helper.make_node("Max", ["lo", "x"], ["max"]),
+        helper.make_node("Max", ["x", "zero"], ["relu"]),
+        helper.make_node("Resize", ["x", "roi", "scales"], ["up"]),
+    ]
+    outputs = ["relu6", "clip", "min", "max", "relu", "up"]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, 2, 6, 6] if o == "up" else [1, 2, 3, 3])
+         for o in outputs],
+        [const("zero", 0.0), const("six", 6.0), const("lo", -1.5), const("hi", 2.5),
+         const("roi", np.zeros(0)), const("scales", [1, 1, 2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    x = (np.random.default_rng(0).standard_normal((1, 2, 3, 3)) * 5).astype(np.float32)
+
+    def run():
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})
+
+    before = run()
+    assert normalize_onnx_file(path) == 6
+    after = run()
+    for want, got in zip(before, after):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(after[0], np.clip(x, 0, 6))  # ReLU6 stays bit-exact
+    rewritten = onnx.load(path)
+    assert not [n for n in rewritten.graph.node if n.op_type in ("Clip", "Min", "Max")]
+    resize = next(n for n in rewritten.graph.node if n.op_type == "Resize")
+    assert helper.get_attribute_value(resize.attribute[0]) == b"nearest"
+    assert normalize_onnx_file(path) == 0  # idempotent

@@ -1,0 +1,236 @@
+"""The C++ inference app (ascend310_infer/) and scripts/run_infer_310.sh.
+
+* build.sh builds the app (cpu backend; the ascend310 backend is reported as
+  skipped without MindSpore's C++ API) and explains missing tools;
+* the app's preprocessing equals the Python eval transforms on the demo
+  ImageNet/COCO images and on odd images (grayscale, RGBA PNG, tiny);
+* the app and the script fail with one clear line (exit 2 for usage, 1 otherwise).
+
+Needs cmake, a C++ compiler and OpenCV's development files
+(apt-get install -y cmake g++ libopencv-dev, which .ci/run does); without
+them these tests are skipped with that reason.
+"""
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import src  # noqa: F401
+from src.deploy.inputs import image_transform
+from src.deploy.spec import app_flags, load_spec, write_sidecar
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD_SH = REPO / "ascend310_infer" / "build.sh"
+SCRIPT = REPO / "scripts" / "run_infer_310.sh"
+HAS_ASCEND = bool(glob.glob("/dev/davinci[0-9]*"))
+# One 8-bit intensity level after normalisation (1 / smallest std, 57.12): JPEG
+# decoders of different libjpeg builds may differ by that much. On this
+# project's reference setup (Debian 12 OpenCV 4.6 vs MindSpore 2.10) the
+# difference measured is exactly 0.
+PREPROCESS_TOLERANCE = 1.0 / 57.12
+
+
+def missing_build_tools() -> str:
+    """Why the app cannot be built here ('' when it can)."""
+    if not shutil.which("cmake"):
+        return "cmake is not installed (apt-get install -y cmake g++ libopencv-dev)"
+    if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        return "no C++ compiler (apt-get install -y cmake g++ libopencv-dev)"
+    found = subprocess.run(["pkg-config", "--exists", "opencv4"], check=False).returncode == 0 \
+        if shutil.which("pkg-config") else False
+    if not found and not glob.glob("/usr/lib/*/cmake/opencv4/OpenCVConfig.cmake") \
+            and not glob.glob("/usr/local/lib/cmake/opencv4/OpenCVConfig.cmake"):
+        return "OpenCV development files are missing (apt-get install -y libopencv-dev)"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def app_build_dir(tmp_path_factory):
+    """Build the app once per session (the e2e tests reuse the same folder)."""
+    reason = missing_build_tools()
+    if reason:
+        pytest.skip(f"cannot build the C++ app: {reason}")
+    build_dir = tmp_path_factory.getbasetemp() / "infer_app_build"
+    env = dict(os.environ, INFER_BUILD_DIR=str(build_dir))
+    proc = subprocess.run(["bash", str(BUILD_SH)], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return build_dir
+
+
+@pytest.fixture(scope="session")
+def app(app_build_dir):
+    return str(app_build_dir / "main")
+
+
+def run_app(app_path, *args, cwd=None):
+    return subprocess.run([app_path, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, check=False)
+
+
+# --------------------------------------------------------------------------- build
+
+def test_build_reports_its_backends(app):
+    proc = run_app(app, "--version")
+    assert proc.returncode == 0 and "cpu (OpenCV " in proc.stdout
+    if not HAS_ASCEND:
+        assert "ascend310 not built" in proc.stdout
+
+
+def test_build_explains_missing_tools(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(shutil.which("dirname"), bin_dir / "dirname")
+    env = dict(os.environ, PATH=str(bin_dir), INFER_BUILD_DIR=str(tmp_path / "b"))
+    proc = subprocess.run([shutil.which("bash"), str(BUILD_SH)], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "cmake not found" in proc.stderr and "apt-get install -y cmake g++ libopencv-dev" in proc.stderr
+    env = dict(os.environ, CXX="/nonexistent/g++", INFER_BUILD_DIR=str(tmp_path / "b"))
+    proc = subprocess.run(["bash", str(BUILD_SH)], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert proc.returncode == 1 and "no C++ compiler found" in proc.stderr
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+@pytest.fixture(scope="module")
+def odd_images(tmp_path_factory, demo_data):
+    """Demo ImageNet val images (class folders) plus grayscale / RGBA PNG / tiny / BMP ones."""
+    root = tmp_path_factory.mktemp("odd_images")
+    shutil.copytree(demo_data["imagenet"] / "val", root, dirs_exist_ok=True)
+    extra = root / "zz_extra"
+    extra.mkdir()
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (50, 83), np.uint8), "L").save(extra / "gray.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 255, (91, 60, 4), np.uint8), "RGBA").save(extra / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (19, 31, 3), np.uint8)).save(extra / "tiny.jpg", quality=80)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(extra / "square.bmp")
+    return root
+
+
+PREPROCESS_CASES = {
+    "shorter side 256, crop 224": ("config/tinydarknet_imagenet.yaml", []),
+    "square 256, crop 224 (VGG)": ("config/vgg16_imagenet.yaml", []),
+    "shorter side 40, crop 64 (padding)": ("config/mobilenetv1_imagenet.yaml",
+                                           ["--image_size=64,64", "--data.resize_eval=40"]),
+    "stretch to 96x80 (COCO)": ("config/yolov3_tiny_coco.yaml", ["--image_size=96,80"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREPROCESS_CASES))
+def test_app_preprocessing_equals_the_python_eval_transforms(case, app, odd_images, demo_data,
+                                                             tmp_path):
+    config, overrides = PREPROCESS_CASES[case]
+    spec = load_spec(config_path=config, cli_args=overrides)
+    folder = demo_data["coco"] / "val2017" if spec["dataset"] == "coco" else odd_images
+    dump = tmp_path / "dump"
+    proc = run_app(app, "--backend=none", f"--dataset_path={folder}", f"--dump_inputs={dump}",
+                   *app_flags(spec))
+    assert proc.returncode == 0, proc.stderr
+    transform = image_transform(spec)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert len(files) == len(list(dump.iterdir())) >= 16
+    worst = 0.0
+    for path in files:
+        want = transform(str(path))
+        got = np.fromfile(dump / f"{path.stem}.bin", np.float32).reshape(want.shape)
+        worst = max(worst, float(np.abs(got - want).max()))
+    print(f"{case}: C++ vs Python max abs difference after normalisation {worst:.3g}")
+    assert worst <= PREPROCESS_TOLERANCE
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_app_usage_and_input_errors(app, tmp_path):
+    proc = run_app(app, "--dataset_path=x", "--colour=red")
+    assert proc.returncode == 2 and "unknown flag --colour" in proc.stderr and "usage:" in proc.stderr
+    proc = run_app(app, "--model_path=m.onnx")
+    assert proc.returncode == 2 and "--dataset_path is required" in proc.stderr
+    proc = run_app(app, "--model_path=m.onnx", f"--dataset_path={tmp_path / 'none'}")
+    assert proc.returncode == 1 and "data folder" in proc.stderr and "not found" in proc.stderr
+
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    np.zeros(10, np.float32).tofile(bins / "a.bin")
+    proc = run_app(app, "--backend=none", f"--dataset_path={bins}", "--input_format=bin",
+                   "--image_height=4", "--image_width=4", f"--dump_inputs={tmp_path / 'd'}")
+    assert proc.returncode == 1 and "has 40 bytes" in proc.stderr and "192" in proc.stderr
+
+    proc = run_app(app, "--backend=cpu", "--model_path=m.mindir", f"--dataset_path={bins}",
+                   "--input_format=bin")
+    assert proc.returncode == 1 and "the cpu backend runs ONNX files" in proc.stderr
+    if not HAS_ASCEND:
+        proc = run_app(app, "--backend=ascend310", "--model_path=m.mindir", f"--dataset_path={bins}",
+                       "--input_format=bin")
+        assert proc.returncode == 1 and "this build has no ascend310 backend" in proc.stderr
+
+    for sub in ("a", "b"):
+        (tmp_path / "dup" / sub).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "dup" / sub / "x.jpg")
+    proc = run_app(app, "--backend=none", f"--dataset_path={tmp_path / 'dup'}",
+                   f"--dump_inputs={tmp_path / 'd'}")
+    assert proc.returncode == 1 and "same stem 'x'" in proc.stderr
+
+
+# --------------------------------------------------------------------------- the script
+
+def run_script(*args, cwd, env=None):
+    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600, check=False)
+
+
+def test_script_help_and_usage_errors(tmp_path):
+    proc = run_script("-h", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(
+        "usage: bash scripts/run_infer_310.sh MINDIR_PATH DATA_PATH LABEL_OR_ANNOTATION_FILE")
+    assert "example" in proc.stdout
+    for args, message in ((["m.mindir", "d"], "expected 3 positional argument(s)"),
+                          (["m.mindir", "d", "l", "--backend=gpu"], "--backend must be"),
+                          (["m.mindir", "d", "l", "x"], "DEVICE_ID must be a device index"),
+                          (["m.mindir", "d", "l", "0", "--backend=cpu"], "DEVICE_ID selects an Ascend"),
+                          (["m.mindir", "d", "l", "--image_size=32"], "need --config_path")):
+        proc = run_script(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and message in proc.stderr and "usage:" in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def fake_export(tmp_path, demo_data):
+    """A MINDIR/ONNX pair that is not a model, with a genuine deploy spec beside each."""
+    from src.config import load_config
+    cfg = load_config("config/tinydarknet_imagenet.yaml",
+                      cli_args=["--num_classes=10", "--image_size=32,32", "--data.resize_eval=36"])
+    for ext in (".mindir", ".onnx"):
+        path = tmp_path / f"model{ext}"
+        path.write_bytes(b"not a model")
+        write_sidecar(cfg, str(path))
+    return tmp_path / "model.mindir"
+
+
+@pytest.mark.skipif(HAS_ASCEND, reason="this machine has an Ascend device")
+def test_script_without_an_ascend_device_points_to_the_cpu_path(fake_export, demo_data, tmp_path):
+    proc = run_script(fake_export, demo_data["imagenet"] / "val", tmp_path / "label.txt",
+                      cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "no Ascend 310 on this machine" in proc.stderr
+    assert f"run_infer_310.sh {tmp_path / 'model'}.onnx" in proc.stderr and "--backend=cpu" in proc.stderr
+
+
+def test_script_stops_at_the_failing_stage_and_names_its_log(fake_export, demo_data, app_build_dir,
+                                                             tmp_path):
+    env = dict(os.environ, INFER_BUILD_DIR=str(app_build_dir))
+    label = tmp_path / "label.txt"
+    proc = run_script(fake_export, demo_data["imagenet"] / "val", label, "--backend=cpu",
+                      f"--output_dir={tmp_path / 'runs'}", "--run_name=r", cwd=tmp_path, env=env)
+    run = tmp_path / "runs" / "r"
+    assert proc.returncode == 1
+    assert f"stage 'infer' failed (exit status 1); full log: {run / 'infer.log'}" in proc.stderr
+    assert "cannot import" in proc.stderr  # the tail of the log is shown
+    assert "[preprocess]" in proc.stdout and "[build]" in proc.stdout and "[postprocess]" not in proc.stdout
+    assert label.is_file()  # preprocess made the missing label file
+    assert not (run / "acc.log").exists()
