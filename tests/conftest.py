@@ -23,3 +23,15 @@ def demo_data(demo_data_root):
     from src.datasets.demo import KINDS
 
     return {kind: demo_data_root / kind for kind in KINDS}
+
+
+@pytest.fixture(scope="session")
+def small_cifar(tmp_path_factory, demo_data):
+    """The demo CIFAR-10 cut to 64 training and 40 evaluation records (fast engine tests)."""
+    root = tmp_path_factory.mktemp("small_cifar")
+    for sub, name, count in (("cifar-10-batches-bin", "data_batch_1.bin", 64),
+                             ("cifar-10-verify-bin", "test_batch.bin", 40)):
+        (root / sub).mkdir()
+        source = sorted((demo_data["cifar10"] / sub).glob("*.bin"))[0]
+        (root / sub / name).write_bytes(source.read_bytes()[:3073 * count])
+    return root

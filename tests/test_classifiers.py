@@ -35,18 +35,6 @@ def make_cfg(model, data_dir, output_dir, **overrides):
     return load_config(f"config/{model}_cifar10.yaml", overrides=list(values.items()))
 
 
-@pytest.fixture(scope="module")
-def small_cifar(tmp_path_factory, demo_data):
-    """The demo CIFAR-10 cut to 64 training and 40 evaluation records."""
-    root = tmp_path_factory.mktemp("small_cifar")
-    for sub, name, count in (("cifar-10-batches-bin", "data_batch_1.bin", 64),
-                             ("cifar-10-verify-bin", "test_batch.bin", 40)):
-        (root / sub).mkdir()
-        source = sorted((demo_data["cifar10"] / sub).glob("*.bin"))[0]
-        (root / sub / name).write_bytes(source.read_bytes()[:3073 * count])
-    return root
-
-
 @pytest.fixture(autouse=True)
 def graph_mode_cpu():
     setup_device("CPU", 0, "graph")

@@ -52,18 +52,6 @@ class Log:
         return "\n".join(self.lines)
 
 
-@pytest.fixture(scope="module")
-def small_cifar(tmp_path_factory, demo_data):
-    """The demo CIFAR-10 cut to 64 training and 40 evaluation records."""
-    root = tmp_path_factory.mktemp("rel_cifar")
-    for sub, name, count in (("cifar-10-batches-bin", "data_batch_1.bin", 64),
-                             ("cifar-10-verify-bin", "test_batch.bin", 40)):
-        (root / sub).mkdir()
-        source = sorted((demo_data["cifar10"] / sub).glob("*.bin"))[0]
-        (root / sub / name).write_bytes(source.read_bytes()[:3073 * count])
-    return root
-
-
 @pytest.fixture(autouse=True)
 def cpu_graph_mode_and_no_stale_stop_request():
     setup_device("CPU", 0, "graph")
