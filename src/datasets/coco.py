@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -37,7 +38,7 @@ from pycocotools.coco import COCO
 
 from src.datasets.common import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, clamp_workers
 from src.datasets.demo import COCO_CATEGORIES as _COCO_CATEGORY_TABLE
-from src.errors import DataError
+from src.errors import ConfigError, DataError
 
 # The 80 COCO 2017 categories: contiguous class k <-> COCO id COCO_CATEGORY_IDS[k].
 COCO_CATEGORY_IDS = tuple(cat_id for cat_id, _, _ in _COCO_CATEGORY_TABLE)
@@ -45,7 +46,6 @@ COCO_CLASS_NAMES = tuple(name for _, name, _ in _COCO_CATEGORY_TABLE)
 
 SPLIT_FOLDERS = {"train": "train2017", "eval": "val2017"}
 GRAY_FILL = 128                # canvas colour around the training crop (upstream)
-CROP_SCALE_RANGE = (0.25, 2.0)  # crop size relative to the input size (upstream)
 FLIP_PROBABILITY = 0.5
 TRAIN_INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA,
                         cv2.INTER_LANCZOS4)
@@ -81,9 +81,10 @@ def load_coco_annotations(ann_file: str) -> COCO:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(ann_file)
-    except (ValueError, KeyError, TypeError, AssertionError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, AssertionError, OSError, RecursionError,
+            AttributeError, IndexError) as exc:
         raise DataError(f"COCO annotation file {ann_file!r} cannot be read ({type(exc).__name__}: "
-                        f"{exc}); it must be COCO instances JSON") from None
+                        f"{str(exc)[:200]}); it must be COCO instances JSON") from None
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -140,8 +141,19 @@ class CocoDetectionReader:
         self.image_dir, self.ann_file, self.training = image_dir, ann_file, training
         coco = load_coco_annotations(ann_file)
         if not os.path.isdir(image_dir):
-            raise DataError(f"COCO image folder {image_dir!r} not found; pass --data_dir=<COCO root> "
-                            f"or --data.{'train' if training else 'eval'}_dir=<folder>")
+            raise DataError(f"COCO image folder {image_dir!r} not found; pass "
+                            f"--data_dir=<COCO root> or "
+                            f"--data.{'train' if training else 'eval'}_dir=<folder>")
+        try:
+            records = self._index(coco, image_dir, ann_file, training, num_classes)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+            # A malformed entry (missing key, wrong type, bad box): name it, no traceback.
+            raise DataError(f"COCO annotation file {ann_file!r} is malformed ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); list its problems with python -m "
+                            f"src.datasets.check --dataset coco --data_dir <COCO root>") from None
+        self.records: List[ImageRecord] = records
+
+    def _index(self, coco, image_dir, ann_file, training, num_classes) -> List[ImageRecord]:
         self.category_ids = tuple(sorted(coco.getCatIds()))
         if not self.category_ids:
             raise DataError(f"{ann_file!r} lists no categories; it must be COCO instances JSON")
@@ -159,6 +171,10 @@ class CocoDetectionReader:
         for image_id in sorted(coco.getImgIds()):
             info = coco.imgs[image_id]
             name = info["file_name"]
+            if (not isinstance(name, str) or not name or "\0" in name or os.path.isabs(name)
+                    or ".." in name.replace("\\", "/").split("/")):
+                raise DataError(f"{ann_file!r}: image id {image_id!r} has file_name {name!r:.80}; "
+                                f"it must be a relative path inside the image folder")
             if name not in on_disk and not os.path.isfile(os.path.join(image_dir, name)):
                 missing.append(name)
                 continue
@@ -166,7 +182,8 @@ class CocoDetectionReader:
             if training and len(boxes) == 0:
                 continue
             records.append(ImageRecord(int(image_id), os.path.join(image_dir, name),
-                                       int(info.get("width", 0)), int(info.get("height", 0)), boxes))
+                                       int(info.get("width", 0)), int(info.get("height", 0)),
+                                       boxes))
         if missing:
             raise DataError(f"{len(missing)} image(s) listed in {ann_file!r} are missing from "
                             f"{image_dir!r} (first: {missing[0]!r}); point the image folder and "
@@ -174,7 +191,7 @@ class CocoDetectionReader:
         if not records:
             raise DataError(f"no usable annotated images in {ann_file!r} (crowd and boxes of "
                             f"1 px or less are ignored)")
-        self.records: List[ImageRecord] = records
+        return records
 
     def __len__(self):
         return len(self.records)
@@ -189,11 +206,21 @@ def usable_boxes(annotations: Sequence[Dict], class_of: Dict[int, int]) -> np.nd
     """``(n, 5)`` float32 ``x1, y1, x2, y2, class`` of non-crowd boxes larger than 1 px."""
     rows = []
     for ann in annotations:
-        x, y, w, h = ann["bbox"]
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        for v in bbox)):
+            raise ValueError(f"annotation {ann.get('id')!r:.20} of image {ann.get('image_id')!r:.20} "
+                             f"has bbox {bbox!r:.60}; expected 4 finite numbers [x, y, w, h]")
+        x, y, w, h = bbox
         if ann.get("iscrowd", 0) or w <= 1 or h <= 1 or ann["category_id"] not in class_of:
             continue
         rows.append((x, y, x + w, y + h, class_of[ann["category_id"]]))
-    return np.asarray(rows, np.float32).reshape(-1, 5)
+    with np.errstate(over="ignore"):
+        boxes = np.asarray(rows, np.float32).reshape(-1, 5)
+    if not np.isfinite(boxes).all():
+        raise ValueError("a bbox has coordinates too large for float32")
+    return boxes
 
 
 _READERS: Dict[Tuple, CocoDetectionReader] = {}
@@ -215,8 +242,12 @@ def reader_for(cfg, split: str) -> CocoDetectionReader:
     return cached_reader(image_dir, ann_file, split == "train", cfg.num_classes)
 
 
-def category_names(cfg) -> Tuple[str, ...]:
-    """Class names for display: from the eval annotation file if present, else COCO's 80."""
+def class_catalog(cfg) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
+    """``(class names, category ids)`` for display and results without a reader.
+
+    From the evaluation annotation file when the config names one that exists
+    (and its category count matches), else COCO's 80, else ``class_k`` / ``k``.
+    """
     try:
         _, ann_file = coco_split_paths(cfg, "eval")
     except DataError:
@@ -225,10 +256,11 @@ def category_names(cfg) -> Tuple[str, ...]:
         with open(ann_file, encoding="utf-8") as f:
             categories = sorted(json.load(f).get("categories", []), key=lambda c: c["id"])
         if len(categories) == cfg.num_classes:
-            return tuple(c.get("name", str(c["id"])) for c in categories)
+            return (tuple(c.get("name", str(c["id"])) for c in categories),
+                    tuple(int(c["id"]) for c in categories))
     if cfg.num_classes == len(COCO_CLASS_NAMES):
-        return COCO_CLASS_NAMES
-    return tuple(f"class_{k}" for k in range(cfg.num_classes))
+        return COCO_CLASS_NAMES, COCO_CATEGORY_IDS
+    return (tuple(f"class_{k}" for k in range(cfg.num_classes)), tuple(range(cfg.num_classes)))
 
 
 # ---------------------------------------------------------------- image operations
@@ -240,7 +272,8 @@ def to_network_input(image: np.ndarray) -> np.ndarray:
 
 def preprocess_for_inference(image: np.ndarray, input_hw: Sequence[int]) -> np.ndarray:
     """Evaluation/deploy preprocessing: plain resize to ``(H, W)`` (no letterbox), normalise."""
-    resized = cv2.resize(image, (int(input_hw[1]), int(input_hw[0])), interpolation=cv2.INTER_LINEAR)
+    size = (int(input_hw[1]), int(input_hw[0]))  # cv2 wants (width, height)
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
     return to_network_input(resized)
 
 
@@ -250,17 +283,20 @@ def _between(rng, low: float, high: float) -> float:
 
 
 def random_crop_on_canvas(image: np.ndarray, boxes: np.ndarray, out_hw: Sequence[int],
-                          jitter: float, rng) -> Tuple[np.ndarray, np.ndarray]:
+                          jitter: float, rng, scale_range: Sequence[float] = (0.25, 2.0)
+                          ) -> Tuple[np.ndarray, np.ndarray]:
     """Resize to a random scale and aspect, place at a random offset on a gray canvas.
 
-    Aspect = image aspect x U(1-j, 1+j) / U(1-j, 1+j); scale U(0.25, 2) of the
-    canvas. The image may stick out of the canvas (cropped) or leave gray
-    borders. Boxes are moved with it (not yet clipped).
+    Aspect = image aspect x U(1-j, 1+j) / U(1-j, 1+j); the longer side is
+    U(scale_range) times the canvas side (upstream: 0.25 to 2). The image may
+    stick out of the canvas (cropped) or leave gray borders. Boxes are moved
+    with it (not yet clipped).
     """
     out_h, out_w = int(out_hw[0]), int(out_hw[1])
     in_h, in_w = image.shape[:2]
-    aspect = (in_w / in_h) * _between(rng, 1 - jitter, 1 + jitter) / _between(rng, 1 - jitter, 1 + jitter)
-    scale = _between(rng, *CROP_SCALE_RANGE)
+    stretch = _between(rng, 1 - jitter, 1 + jitter) / _between(rng, 1 - jitter, 1 + jitter)
+    aspect = (in_w / in_h) * stretch
+    scale = _between(rng, *scale_range)
     if aspect < 1:
         new_h = max(1, int(scale * out_h))
         new_w = max(1, int(new_h * aspect))
@@ -322,6 +358,7 @@ class AugmentSettings:
     """Training augmentation strengths (the ``detection.*`` keys)."""
 
     jitter: float = 0.3
+    crop_scale: Tuple[float, float] = (0.25, 2.0)
     hue: float = 0.015
     saturation: float = 1.5
     value: float = 0.4
@@ -329,15 +366,20 @@ class AugmentSettings:
 
     @classmethod
     def from_config(cls, cfg) -> "AugmentSettings":
+        """Settings from the config; ConfigError for an unusable crop_scale."""
         d = cfg.detection
-        return cls(jitter=d.jitter, hue=d.hue, saturation=d.saturation, value=d.value,
-                   max_boxes=d.max_boxes)
+        if len(d.crop_scale) != 2 or not 0 < d.crop_scale[0] <= d.crop_scale[1]:
+            raise ConfigError(f"detection.crop_scale must be [min, max] with 0 < min <= max, "
+                              f"got {list(d.crop_scale)}")
+        return cls(jitter=d.jitter, crop_scale=tuple(d.crop_scale), hue=d.hue,
+                   saturation=d.saturation, value=d.value, max_boxes=d.max_boxes)
 
 
 def augment(image: np.ndarray, boxes: np.ndarray, out_hw: Sequence[int],
             settings: AugmentSettings, rng) -> Tuple[np.ndarray, np.ndarray]:
     """The full training augmentation of one image at input size ``out_hw``."""
-    image, boxes = random_crop_on_canvas(image, boxes, out_hw, settings.jitter, rng)
+    image, boxes = random_crop_on_canvas(image, boxes, out_hw, settings.jitter, rng,
+                                         settings.crop_scale)
     if rng.random() < FLIP_PROBABILITY:
         image, boxes = horizontal_flip(image, boxes)
     image = hsv_jitter(image, settings.hue, settings.saturation, settings.value, rng)
@@ -355,7 +397,7 @@ def training_sizes(cfg) -> List[Tuple[int, int]]:
 
 def batch_input_size(batch_index: int, sizes: Sequence[Tuple[int, int]], interval: int,
                      seed: int) -> Tuple[int, int]:
-    """Input size of a batch: one random size per block of ``interval`` batches (same on every rank)."""
+    """Input size of a batch: a random size per block of ``interval`` batches, same on all ranks."""
     if len(sizes) == 1:
         return tuple(sizes[0])
     block = batch_index // max(1, int(interval))

@@ -29,7 +29,7 @@ def _targets_as_columns(boxes, input_hw, **options):
 
 
 def target_function(cfg):
-    """``f(boxes, input_hw) -> (y_true_32, y_true_16, gt_boxes_32, gt_boxes_16)`` for this config."""
+    """``f(boxes, input_hw) -> (y_true_32, y_true_16, gt_boxes_32, gt_boxes_16)`` of this config."""
     d = cfg.detection
     # A partial of a module-level function stays picklable for spawned data workers.
     return functools.partial(_targets_as_columns, anchors=d.anchors, anchor_masks=d.anchor_masks,
@@ -107,7 +107,7 @@ def format_metrics(metrics) -> str:
 
 
 def progress_line(epoch, step, steps, loss, lr, images_per_second, eta_epoch, eta_total):
-    """Upstream's ``epoch[e], iter[i], loss:..., fps:... imgs/sec, lr:...`` (0-based, global iter)."""
+    """Upstream's ``epoch[e], iter[i], loss:..., fps:... imgs/sec, lr:...`` (0-based, global)."""
     global_iter = (epoch - 1) * steps + step
     return (f"epoch[{epoch - 1}], iter[{global_iter}], loss:{loss:.6f}, "
             f"fps:{images_per_second:.2f} imgs/sec, lr:{lr:.8g} "

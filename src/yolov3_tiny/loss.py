@@ -54,7 +54,8 @@ def xywh_to_xyxy(boxes):
 def box_iou_xywh(boxes1, boxes2):
     """IoU of broadcastable centre/size boxes ``(..., 4)``; returns ``(...)``."""
     a, b = xywh_to_xyxy(boxes1), xywh_to_xyxy(boxes2)
-    overlap = ops.relu(ops.minimum(a[..., 2:4], b[..., 2:4]) - ops.maximum(a[..., 0:2], b[..., 0:2]))
+    overlap = ops.relu(ops.minimum(a[..., 2:4], b[..., 2:4])
+                       - ops.maximum(a[..., 0:2], b[..., 0:2]))
     intersection = overlap[..., 0] * overlap[..., 1]
     union = boxes1[..., 2] * boxes1[..., 3] + boxes2[..., 2] * boxes2[..., 3] - intersection
     return intersection / (union + EPSILON)

@@ -95,7 +95,7 @@ def assign_targets(boxes: np.ndarray, input_hw: Sequence[int], anchors: Sequence
 
 
 def padded_box_list(layer_true: np.ndarray, max_boxes: int) -> np.ndarray:
-    """The ``xywh`` of every assigned slot in one layer, truncated/zero-padded to ``max_boxes`` rows."""
+    """The ``xywh`` of every assigned slot of one layer, cut or zero-padded to ``max_boxes`` rows."""
     assigned = layer_true[layer_true[..., 4] > 0][:, 0:4]
     out = np.zeros((max_boxes, 4), np.float32)
     count = min(len(assigned), max_boxes)

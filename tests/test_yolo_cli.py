@@ -1,0 +1,116 @@
+"""YOLOv3-Tiny command lines: export.py (decoded outputs) and detect.py (drawn images + JSON)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import src  # noqa: F401  (CPU setup before mindspore)
+from src import checkpoint as ckpt
+from src.config import load_config
+from src.datasets.coco import COCO_CLASS_NAMES
+from src.engine import build_network
+from src.export import ExportedModel
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(args, timeout=300):
+    proc = subprocess.run([sys.executable] + args, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory):
+    """A freshly initialised YOLOv3-Tiny (80 classes) saved as a checkpoint."""
+    cfg = load_config("config/yolov3_tiny_coco.yaml", overrides=[("image_size", [64, 64])])
+    path = tmp_path_factory.mktemp("yolo_ckpt") / "yolo.ckpt"
+    ckpt.save_checkpoint(str(path), build_network(cfg), meta={"epoch": 0, "model": "yolov3_tiny",
+                                                              "dataset": "coco", "num_classes": 80})
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported_onnx(random_checkpoint, tmp_path_factory):
+    """export.py run on the checkpoint: ONNX of the decoding network at 64x96."""
+    base = tmp_path_factory.mktemp("yolo_export") / "yolo"
+    proc = run(["export.py", "--config_path=config/yolov3_tiny_coco.yaml",
+                f"--checkpoint_path={random_checkpoint}", "--file_format=ONNX",
+                "--image_size=64,96", f"--export.file_name={base}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return str(base) + ".onnx"
+
+
+def test_export_gives_decoded_maps_of_the_real_input_size(exported_onnx):
+    outputs = ExportedModel(exported_onnx)(np.zeros((1, 3, 64, 96), np.float32))
+    assert [o.shape for o in outputs] == [(1, 2, 3, 3, 85), (1, 4, 6, 3, 85)]
+    for out in outputs:
+        assert (out[..., 4:] >= 0).all() and (out[..., 4:] <= 1).all()   # sigmoids
+        assert (out[..., 2:4] > 0).all()                                  # exp sizes
+        assert (out[..., 0:2] > -0.2).all() and (out[..., 0:2] < 1.2).all()
+
+
+@pytest.fixture()
+def two_images(demo_data, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in sorted((demo_data["coco"] / "val2017").iterdir())[:2]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def check_detect_outputs(out_dir, in_dir):
+    names = sorted(p.name for p in in_dir.iterdir())
+    results = json.loads((out_dir / "detections.json").read_text())
+    assert [r["file"] for r in results] == names
+    for result in results:
+        with Image.open(in_dir / result["file"]) as original, \
+                Image.open(out_dir / result["file"]) as drawn:
+            assert drawn.size == original.size == (result["width"], result["height"])
+        for det in result["detections"]:
+            x, y, w, h = det["bbox"]
+            assert 0 <= x and 0 <= y and x + w <= result["width"] + 0.01
+            assert det["score"] >= 0.2 and isinstance(det["class"], str)
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no temp files left
+    return results
+
+
+def test_detect_with_a_checkpoint_writes_images_and_json(random_checkpoint, two_images, tmp_path):
+    out_dir = tmp_path / "out"
+    proc = run(["detect.py", "--config_path=config/yolov3_tiny_coco.yaml",
+                f"--checkpoint_path={random_checkpoint}", f"--input={two_images}",
+                f"--output={out_dir}", "--image_size=64", "--detection.score_threshold=0.2"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = check_detect_outputs(out_dir, two_images)
+    # An untrained net scores about sigmoid(0)^2 = 0.25 everywhere: boxes are drawn.
+    assert sum(len(r["detections"]) for r in results) > 0
+    assert all(d["class"] in COCO_CLASS_NAMES for r in results for d in r["detections"])
+    assert "object(s)" in proc.stdout
+
+
+def test_detect_with_an_exported_model(exported_onnx, two_images, tmp_path):
+    out_dir = tmp_path / "out_onnx"
+    image = sorted(two_images.iterdir())[0]
+    proc = run(["detect.py", "--config_path=config/yolov3_tiny_coco.yaml",
+                f"--model_file={exported_onnx}", f"--input={image}", f"--output={out_dir}",
+                "--image_size=64,96", "--detection.score_threshold=0.2"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out_dir / "detections.json").read_text())
+    assert [r["file"] for r in results] == [image.name]
+    # The wrong input size for the exported graph is one clear error line.
+    proc = run(["detect.py", "--config_path=config/yolov3_tiny_coco.yaml",
+                f"--model_file={exported_onnx}", f"--input={image}", f"--output={out_dir}",
+                "--image_size=64,64"])
+    assert proc.returncode == 2 and "pass the --image_size it was exported with" in proc.stderr
+
+
+def test_detect_refuses_missing_input(tmp_path, random_checkpoint):
+    proc = run(["detect.py", "--config_path=config/yolov3_tiny_coco.yaml",
+                f"--checkpoint_path={random_checkpoint}", f"--input={tmp_path / 'none'}",
+                f"--output={tmp_path / 'out'}"])
+    assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
