@@ -104,7 +104,7 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
         ("device_target", "CPU"), ("image_size", [size, size]), ("batch_size", batch),
         ("data.dir", os.path.join(DEMO_ROOT, load_config(os.path.join(
             REPO_ROOT, "config", recipe["config"])).dataset)),
-        ("detection.multi_scale", []), ("epochs", 1)])
+        ("detection.multi_scale", []), ("epochs", 1), ("lr.warmup_epochs", 0)])
     ensure_demo_data(DEMO_ROOT, cfg.dataset)
     ctx = RunContext("CPU", 0)
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -44,7 +44,7 @@ def main(argv) -> int:
 
     ensure_demo_data_if_asked(cfg)
     task = get_task(get_model_spec(cfg.model).task)
-    getattr(task, "check_inputs", lambda *_: None)(cfg, ("eval",))
+    task.check_inputs(cfg, ("eval",))
     ctx = setup_device(cfg.device_target, cfg.device_id, cfg.mode)
     net = build_network(cfg)
     dataset = task.eval_dataset(cfg, ctx)

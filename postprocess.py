@@ -7,7 +7,8 @@ Flags of this script (the rest are config keys, as for eval.py):
   --result_path DIR   folder of result files, ``<image stem>_<output index>.bin``
   --img_path DIR      the images that were run (original sizes are read from them)
   --ann_file FILE     COCO annotations of those images (detection)
-  --label_file FILE   labels of those images (classification)
+  --label_file FILE   labels of those images (classification: '<image-stem> <class-index>'
+                      lines; prints top-1/top-5 and eval.py's accuracy line)
   --model_file FILE   the exported model: its ``<file>.json`` deploy spec gives the config
                       (when there is no --config_path)
 
@@ -155,13 +156,17 @@ def postprocess_detection(cfg, args) -> int:
     return 0
 
 
-# One function per task: f(cfg, flags) -> exit code. A classifier postprocessor
-# (top-1/top-5 from <stem>_0.bin and --label_file) goes here as "classification".
+# One function per task: f(cfg, flags) -> exit code. Classification is scored
+# by src/deploy/postprocess_classification.py, reached with --label_file.
 POSTPROCESSORS: Dict[str, Callable] = {"detection": postprocess_detection}
 
 
 def main(argv) -> int:
     args, rest = split_flags(argv)
+    if args.label_file:
+        # Classifiers: top-1/top-5 from <stem>_0.bin logits and the label file.
+        from src.deploy.postprocess_classification import main as classification_main
+        return classification_main(argv)
     cfg = resolve_config(args, rest)
 
     task = get_model_spec(cfg.model).task

@@ -44,7 +44,7 @@ def main(argv) -> int:
     from src.tasks import get_task
     task = get_task(get_model_spec(cfg.model).task)
     needed = ("train", "eval") if cfg.checkpoint.eval_every_epochs > 0 else ("train",)
-    getattr(task, "check_inputs", lambda *_: None)(cfg, needed)
+    task.check_inputs(cfg, needed)
     ctx = setup_device(cfg.device_target, cfg.device_id, cfg.mode, cfg.distributed)
     run_dir = run_directory(cfg, "train", ctx.rank, ctx.group_size)
     record_run(cfg, run_dir, ctx.rank)

@@ -159,8 +159,7 @@ if [[ ${spec[TASK]} == detection ]]; then
     post_cmd=("$ZOO_PYTHON" "$ZOO_ROOT/postprocess.py" "--result_path=$run/result_Files" "--img_path=$data"
         "--ann_file=$label" "${spec_args[@]}")
 else
-    # src/deploy/postprocess_classification.py: the classification half of postprocess.py.
-    post_cmd=("$ZOO_PYTHON" -m src.deploy.postprocess_classification "--result_path=$run/result_Files"
+    post_cmd=("$ZOO_PYTHON" "$ZOO_ROOT/postprocess.py" "--result_path=$run/result_Files"
         "--label_file=$label" "--num_classes=${spec[NUM_CLASSES]}")
 fi
 run_stage postprocess "$run/acc.log" "${post_cmd[@]}"

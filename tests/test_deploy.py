@@ -131,7 +131,7 @@ def test_unknown_files_in_the_result_folder(scored):
 
 def test_postprocess_command_line(scored, tmp_path):
     results, labels = scored
-    cmd = [sys.executable, "-m", "src.deploy.postprocess_classification",
+    cmd = [sys.executable, "postprocess.py",
            f"--result_path={results}", f"--label_file={labels}", "--num_classes=6"]
     ok = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert ok.returncode == 0, ok.stderr

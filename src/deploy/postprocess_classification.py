@@ -1,7 +1,7 @@
 """Top-1 / top-5 accuracy of a classifier from result files and a label file.
 
     python postprocess.py --result_path=result_Files --label_file=label.txt --num_classes=1000
-    python -m src.deploy.postprocess_classification --result_path=... --label_file=... \\
+    python postprocess.py --result_path=... --label_file=... \\
         --model_file=tinydarknet_imagenet.mindir       # num_classes from the export's .json
 
 Every labelled image must have a result file ``<stem>_0.bin`` holding exactly

@@ -38,6 +38,12 @@ def target_function(cfg):
                              strides=STRIDES)
 
 
+def check_inputs(cfg, splits=("train",)):
+    """Raise a DataError now if a split's images or annotations are unusable (before outputs)."""
+    for split in splits:
+        reader_for(cfg, split)  # loads and checks the annotations and image files, cached
+
+
 def train_dataset(cfg, ctx, seed: int):
     """This rank's augmented, multi-scale training batches for one epoch."""
     return build_train_dataset(cfg, target_function(cfg), TARGET_COLUMNS, rank=ctx.rank,
