@@ -124,7 +124,8 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
 
     # Training step on one real batch, repeated.
     net = build_network(cfg)
-    optimizer = build_optimizer(cfg, net, learning_rates(cfg, max(batches, 1)))
+    # The timed step repeats the same batch: the LR array must outlast the repeats.
+    optimizer = build_optimizer(cfg, net, learning_rates(cfg, max(batches, repeats + 10)))
     step = build_train_step(cfg, task.loss_network(cfg, net), optimizer)
     start = time.perf_counter()
     step(*first_batch)
