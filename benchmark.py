@@ -161,17 +161,20 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
 MINDCV_NAMES = {"mobilenetv1": "mobilenet_v1_100", "vgg16": "vgg16"}
 
 
-def mindcv_train_img_per_s(name: str, size: int, batch: int, repeats: int):
+def mindcv_train_img_per_s(cfg, name: str, size: int, batch: int, repeats: int):
     """Training img/s of MindCV's network of the same name (``pip install mindcv==0.3.0``).
 
-    Same MindSpore, machine, oneDNN setting, batch and input size; MindCV's
-    network with the standard ``nn.TrainOneStepCell`` and Momentum. None when
-    MindCV has no such model.
+    Same MindSpore, machine, oneDNN setting, batch and input size, and the same
+    recipe through MindCV's own factories: Momentum with the config's weight
+    decay (not on biases/BN), cross entropy with the config's label smoothing,
+    ``nn.TrainOneStepCell``. None when MindCV has no such model.
     """
     if name not in MINDCV_NAMES:
         return None
     try:
         import mindcv  # pylint: disable=import-outside-toplevel
+        from mindcv.loss import create_loss  # pylint: disable=import-outside-toplevel
+        from mindcv.optim import create_optimizer  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise SystemExit("error: --mindcv needs MindCV: pip install --no-deps mindcv==0.3.0 tqdm")
     import mindspore as ms
@@ -179,14 +182,16 @@ def mindcv_train_img_per_s(name: str, size: int, batch: int, repeats: int):
     from mindspore import nn
 
     ms.set_context(mode=ms.GRAPH_MODE)
-    net = mindcv.create_model(MINDCV_NAMES[name], num_classes=1000)
-    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
+    net = mindcv.create_model(MINDCV_NAMES[name], num_classes=cfg.num_classes)
+    loss = create_loss("CE", label_smoothing=cfg.loss.label_smoothing)
+    opt = create_optimizer(net.trainable_params(), opt="momentum", lr=0.01,
+                           weight_decay=cfg.optimizer.weight_decay,
+                           momentum=cfg.optimizer.momentum, weight_decay_filter="norm_and_bias")
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
     step.set_train()
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
-    y = ms.Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+    y = ms.Tensor(rng.integers(0, cfg.num_classes, batch).astype(np.int32))
     seconds = median_seconds(lambda: step(x, y).asnumpy(), repeats)
     return batch / seconds
 
@@ -251,6 +256,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     repeats = args.repeats or (2 if args.quick else 5)
+    from src.config import load_config  # pylint: disable=import-outside-toplevel
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in names:
@@ -259,7 +265,8 @@ def main(argv=None) -> int:
             batch = args.batch_size or recipe["quick_batch" if args.quick else "batch"]
             results.append(benchmark_model(name, size, batch, repeats, workdir))
             if args.mindcv:
-                theirs = mindcv_train_img_per_s(name, size, batch, repeats)
+                recipe_cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]))
+                theirs = mindcv_train_img_per_s(recipe_cfg, name, size, batch, repeats)
                 results[-1]["mindcv_train_img_per_s"] = theirs
                 if theirs:
                     results[-1]["train_over_mindcv"] = results[-1]["train_img_per_s"] / theirs
