@@ -289,3 +289,15 @@ def test_onnx_rewrite_keeps_outputs_and_removes_what_opencv_rejects(tmp_path):
     resize = next(n for n in rewritten.graph.node if n.op_type == "Resize")
     assert helper.get_attribute_value(resize.attribute[0]) == b"nearest"
     assert normalize_onnx_file(path) == 0  # idempotent
+
+
+def test_runner_prefers_the_onnx_export_for_a_name_without_extension(tmp_path):
+    from src.deploy.runner import resolve_model_file
+    base = tmp_path / "model"
+    (tmp_path / "model.mindir").write_bytes(b"")
+    assert resolve_model_file(str(base)) == str(base) + ".mindir"
+    (tmp_path / "model.onnx").write_bytes(b"")
+    assert resolve_model_file(str(base)) == str(base) + ".onnx"
+    assert resolve_model_file(str(base) + ".mindir") == str(base) + ".mindir"
+    with pytest.raises(DeployError, match="no .*other.onnx or .*other.mindir"):
+        resolve_model_file(str(tmp_path / "other"))

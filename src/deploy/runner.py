@@ -11,6 +11,7 @@ training code's eval transforms (:mod:`src.deploy.inputs`); outputs go to
 writes them, so ``postprocess.py`` reads either.
 """
 import argparse
+import os
 import sys
 import time
 from typing import Dict, Sequence
@@ -21,6 +22,23 @@ from src.deploy.common import (DeployError, prepare_output_dirs, result_path, ti
                                write_timing)
 from src.deploy.inputs import iter_network_inputs
 from src.deploy.spec import load_spec
+
+
+# Preferred export when --model_file names an export without its extension:
+# onnxruntime was the fastest CPU path for every model (README, Benchmarks).
+PREFERRED_FORMATS = (".onnx", ".mindir")
+
+
+def resolve_model_file(model_file: str) -> str:
+    """``model_file`` itself, or for an extension-less name the first of ``<name>.onnx``,
+    ``<name>.mindir`` that exists."""
+    if model_file.endswith(PREFERRED_FORMATS):
+        return model_file
+    for ext in PREFERRED_FORMATS:
+        if os.path.isfile(model_file + ext):
+            return model_file + ext
+    raise DeployError(f"no {model_file}.onnx or {model_file}.mindir; export one with "
+                      f"python export.py --file_format=ONNX --file_name={model_file}")
 
 
 def open_model(model_file: str, device_target: str = "CPU", device_id: int = 0,
@@ -79,7 +97,9 @@ def main(argv: Sequence[str]) -> int:
     """Command line of the Python deploy path (``python infer.py -h``)."""
     parser = argparse.ArgumentParser(prog="infer.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_file", required=True, help="exported .onnx or .mindir (batch 1)")
+    parser.add_argument("--model_file", required=True,
+                        help="exported .onnx or .mindir (batch 1); a name without extension "
+                             "picks <name>.onnx (fastest on CPU), else <name>.mindir")
     parser.add_argument("--data_path", required=True,
                         help="image folder (flat or class sub-folders), CIFAR-10 root, or a "
                              "folder of preprocessed .bin files")
@@ -92,6 +112,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--num_threads", type=int, default=0,
                         help="onnxruntime intra-op threads (0 = its default)")
     args, overrides = parser.parse_known_args(list(argv))
+    args.model_file = resolve_model_file(args.model_file)
     spec = load_spec(args.model_file, args.config_path, overrides)
     summary = run_inference(args.model_file, args.data_path, spec, args.output_path,
                             args.device_target, args.device_id, args.num_threads)
