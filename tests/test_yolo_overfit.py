@@ -81,3 +81,27 @@ def test_overfit_a_handful_of_images_to_map50_above_half(demo_data, tmp_path):
     assert "Average Precision  (AP) @[ IoU=0.50 " in proc.stdout and "mAP: " in proc.stdout
     assert metrics["num_images"] == NUM_IMAGES
     assert metrics["AP50"] > 0.5, proc.stdout[-2000:]
+
+    # Deploy path (issue: deployment): the ONNX export run by infer.py and scored by
+    # postprocess.py must give eval.py's mAP on the same images (within 0.01).
+    ckpt_file = next(checkpoint.glob("*.ckpt"))
+    export_base = tmp_path / "deploy" / "yolo"
+    export = [sys.executable, "export.py", "--config_path=config/yolov3_tiny_coco.yaml",
+              "--image_size=128", f"--checkpoint_path={ckpt_file}", "--file_format=ONNX",
+              f"--file_name={export_base}"]
+    proc = subprocess.run(export, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    infer = [sys.executable, "infer.py", f"--model_file={export_base}", f"--data_path={images}",
+             f"--output_path={tmp_path / 'deploy'}"]
+    proc = subprocess.run(infer, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    post = [sys.executable, "postprocess.py", f"--model_file={export_base}.onnx",
+            f"--result_path={tmp_path / 'deploy' / 'result_Files'}", f"--img_path={images}",
+            f"--ann_file={ann}", f"--output_dir={tmp_path / 'out'}", "--run_name=deploy_post"]
+    proc = subprocess.run(post, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    deployed = json.loads((tmp_path / "out" / "deploy_post" / "metrics.json").read_text())
+    print(f"deploy (ONNX + postprocess.py): mAP {deployed['mAP']:.4f} vs eval.py {metrics['mAP']:.4f}")
+    assert deployed["num_images"] == NUM_IMAGES
+    assert abs(deployed["mAP"] - metrics["mAP"]) <= 0.01
+    assert abs(deployed["AP50"] - metrics["AP50"]) <= 0.01
