@@ -31,7 +31,7 @@ from src.utils.io import atomic_path, atomic_write_text
 
 USAGE = __doc__
 DEMO_SCORE_THRESHOLD = 0.3
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from src.datasets.common import IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # noqa: E402
 
 
 def split_flags(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:

@@ -42,7 +42,7 @@ from src.utils.io import atomic_write_text
 
 USAGE = __doc__
 DETECTION_CONFIG = os.path.join(REPO_ROOT, "config", "yolov3_tiny_coco.yaml")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from src.datasets.common import IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # noqa: E402
 
 
 def split_flags(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:

@@ -47,7 +47,7 @@ CIFAR_TEST_GLOB = "test_batch*.bin"
 CIFAR_RECORDS_PER_FILE = 10000       # what real files hold and MindSpore's reader expects
 CIFAR_MAX_FILE_BYTES = 512 * 2 ** 20
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+from src.datasets.common import IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # noqa: E402
 MAX_IMAGE_BYTES = 256 * 2 ** 20
 MAX_JSON_BYTES = 2 * 2 ** 30         # instances_train2017.json is about 450 MB
 MAX_LISTED = 5                       # individual problems shown per kind before a count

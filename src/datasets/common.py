@@ -8,6 +8,8 @@ IMAGENET_MEAN_RGB = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 IMAGENET_STD_RGB = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 CIFAR10_MEAN_RGB = [0.4914, 0.4822, 0.4465]  # on the [0, 1] scale, after Rescale
 CIFAR10_STD_RGB = [0.2023, 0.1994, 0.2010]
+# Lower-case suffixes of the image files the readers, checks and tools accept.
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def clamp_workers(requested: int, group_size: int = 1) -> int:
