@@ -35,3 +35,14 @@ def small_cifar(tmp_path_factory, demo_data):
         source = sorted((demo_data["cifar10"] / sub).glob("*.bin"))[0]
         (root / sub / name).write_bytes(source.read_bytes()[:3073 * count])
     return root
+
+
+@pytest.fixture
+def pynative_cpu():
+    """CPU in PYNATIVE mode (fastest for small forwards); restored after tests that switch."""
+    import mindspore as ms
+
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)

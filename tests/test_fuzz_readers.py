@@ -301,7 +301,13 @@ def test_fuzz_coco_reader(ann, training, num_classes):
 def test_fuzz_coco_dataset_check(ann, image):
     with tempfile.TemporaryDirectory() as root:
         write_coco(root, ann, image)
-        only_zoo_errors(inspect_dataset, "coco", root, None, "train", max_decode=4)
+        report = only_zoo_errors(inspect_dataset, "coco", root, None, "train", max_decode=4)
+        if not isinstance(report, ZooError):
+            # Every problem is one printable line naming a path and a fix.
+            assert report.ok == (not report.problems)
+            for problem in report.problems:
+                line = str(problem)
+                assert "\n" not in line and line.startswith("problem: ") and "-> fix:" in line
 
 
 # ---------------------------------------------------------------- rank table

@@ -32,13 +32,7 @@ SHAPE_CASES = [(name, shape) for name in list_models()
                for shape in SMALL_INPUTS.get(get_model_spec(name).task, [(2, 3, 64, 64)])]
 
 
-@pytest.fixture(autouse=True)
-def pynative_cpu():
-    """Small forwards are fastest in PYNATIVE mode; tests needing GRAPH switch and restore."""
-    ms.set_device("CPU")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+pytestmark = pytest.mark.usefixtures("pynative_cpu")
 
 
 def random_input(shape, seed=0):

@@ -22,12 +22,7 @@ ANCHORS = [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]
 MASKS = [[3, 4, 5], [0, 1, 2]]
 
 
-@pytest.fixture(autouse=True)
-def pynative_cpu():
-    ms.set_device("CPU")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+pytestmark = pytest.mark.usefixtures("pynative_cpu")
 
 
 def assign(boxes, input_hw=(128, 128), num_classes=3, max_boxes=90, smoothing=0.0):

@@ -90,6 +90,25 @@ def _is_ip(value) -> bool:
     return True
 
 
+
+def _as_ip(value) -> Optional[str]:
+    text = str(value).strip()
+    return text if _is_ip(text) else None
+
+
+def _check_unique(dev, key, parse, kind, field, seen, problems, name):
+    """Parse ``dev[key]``; report a bad or repeated value; remember a good one's field in ``seen``."""
+    if key not in dev:
+        return
+    value = parse(dev[key])
+    if value is None:
+        problems.append(f"{name}: {field}.{key} {dev[key]!r} is not {kind}")
+    elif value in seen:
+        problems.append(f"{name}: {field}.{key} {value} duplicates {seen[value]}.{key}")
+    else:
+        seen[value] = field
+
+
 def load_rank_table(path: str) -> Tuple[Optional[dict], List[str]]:
     """Parse ``path``; return (table or None, problems)."""
     name = f"rank table {path}"
@@ -162,7 +181,7 @@ def check_rank_table(data: dict, name: str) -> Tuple[List[str], List[str]]:
             problems.append(f"{where} has no device list (\"device\": [{{device_id, device_ip, "
                             f"rank_id}}, ...])")
             continue
-        seen_ids: Dict[int, int] = {}
+        seen_ids: Dict[int, str] = {}
         for j, dev in enumerate(devices):
             field = f"server_list[{i}].device[{j}]"
             if not isinstance(dev, dict):
@@ -173,36 +192,10 @@ def check_rank_table(data: dict, name: str) -> Tuple[List[str], List[str]]:
             missing = [k for k in ("device_id", "device_ip", "rank_id") if k not in dev]
             for key in missing:
                 problems.append(f"{name}: {field} has no {key}")
-            if "device_id" in dev:
-                dev_id = _as_int(dev["device_id"])
-                if dev_id is None:
-                    problems.append(f"{name}: {field}.device_id {dev['device_id']!r} is not a "
-                                    f"non-negative integer")
-                elif dev_id in seen_ids:
-                    problems.append(f"{name}: {field}.device_id {dev_id} duplicates "
-                                    f"server_list[{i}].device[{seen_ids[dev_id]}].device_id")
-                else:
-                    seen_ids[dev_id] = j
-            if "device_ip" in dev:
-                ip = str(dev["device_ip"]).strip()
-                if not _is_ip(ip):
-                    problems.append(f"{name}: {field}.device_ip {dev['device_ip']!r} is not an "
-                                    f"IP address")
-                elif ip in device_ips:
-                    problems.append(f"{name}: {field}.device_ip {ip} duplicates "
-                                    f"{device_ips[ip]}.device_ip")
-                else:
-                    device_ips[ip] = field
-            if "rank_id" in dev:
-                rank = _as_int(dev["rank_id"])
-                if rank is None:
-                    problems.append(f"{name}: {field}.rank_id {dev['rank_id']!r} is not a "
-                                    f"non-negative integer")
-                elif rank in ranks:
-                    problems.append(f"{name}: {field}.rank_id {rank} duplicates "
-                                    f"{ranks[rank]}.rank_id")
-                else:
-                    ranks[rank] = field
+            for key, parse, kind, seen in (("device_id", _as_int, "a non-negative integer", seen_ids),
+                                           ("device_ip", _as_ip, "an IP address", device_ips),
+                                           ("rank_id", _as_int, "a non-negative integer", ranks)):
+                _check_unique(dev, key, parse, kind, field, seen, problems, name)
         warning = _device_group_warning(sorted(seen_ids))
         if warning:
             warnings.append(f"{where}: devices {sorted(seen_ids)} {warning}")
