@@ -30,8 +30,9 @@ options:
 $ZOO_HELP_ENV
   INFER_BUILD_DIR    where ascend310_infer/build.sh builds (default ascend310_infer/out)
 
-The run folder gets preprocess.log, build.log, infer.log, acc.log (the accuracy),
-result_Files/<stem>_<i>.bin and time_Result/test_perform_static.txt.
+The run folder gets preprocess.log, build.log, infer.log, acc.log (the accuracy, or the
+COCO table), result_Files/<stem>_<i>.bin, time_Result/test_perform_static.txt and, for
+YOLOv3-Tiny, postprocess/ (predictions.json, metrics.json).
 
 example:
   bash scripts/run_infer_310.sh tinydarknet_imagenet.mindir /data/imagenet/val imagenet_label.txt 0
@@ -156,8 +157,9 @@ run_stage infer "$run/infer.log" "${infer_cmd[@]}"
 
 # 4. postprocess: accuracy (classifiers) or the COCO table (detector) into acc.log.
 if [[ ${spec[TASK]} == detection ]]; then
+    # predictions.json and metrics.json go to $run/postprocess/.
     post_cmd=("$ZOO_PYTHON" "$ZOO_ROOT/postprocess.py" "--result_path=$run/result_Files" "--img_path=$data"
-        "--ann_file=$label" "${spec_args[@]}")
+        "--ann_file=$label" "${spec_args[@]}" "--output_dir=$run" "--run_name=postprocess")
 else
     post_cmd=("$ZOO_PYTHON" "$ZOO_ROOT/postprocess.py" "--result_path=$run/result_Files"
         "--label_file=$label" "--num_classes=${spec[NUM_CLASSES]}")

@@ -279,7 +279,7 @@ def test_onnx_rewrite_keeps_outputs_and_removes_what_opencv_rejects(tmp_path):
         return session.run(None, {"x": x})
 
     before = run()
-    assert normalize_onnx_file(path) == 6
+    assert normalize_onnx_file(path) == 6 + len(outputs)  # + the outputs renamed output_<i>
     after = run()
     for want, got in zip(before, after):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
@@ -288,7 +288,50 @@ def test_onnx_rewrite_keeps_outputs_and_removes_what_opencv_rejects(tmp_path):
     assert not [n for n in rewritten.graph.node if n.op_type in ("Clip", "Min", "Max")]
     resize = next(n for n in rewritten.graph.node if n.op_type == "Resize")
     assert helper.get_attribute_value(resize.attribute[0]) == b"nearest"
+    assert [o.name for o in rewritten.graph.output] == [f"output_{i}" for i in range(len(outputs))]
     assert normalize_onnx_file(path) == 0  # idempotent
+
+
+def test_onnx_rewrite_materializes_5d_broadcast_constants(tmp_path):
+    """YOLO's decode: 5-D maps times per-anchor sizes plus per-column offsets."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from src.deploy.onnx_compat import normalize_onnx_file
+
+    rng = np.random.default_rng(1)
+    shape = [1, 2, 3, 3, 4]
+    anchors = rng.standard_normal((1, 1, 1, 3, 1)).astype(np.float32)
+    grid = np.arange(3, dtype=np.float32).reshape(1, 1, 3, 1, 1)
+    nodes = [helper.make_node("Mul", ["x", "anchors"], ["scaled"]),
+             helper.make_node("Add", ["grid", "scaled"], ["shifted"]),
+             helper.make_node("Div", ["shifted", "two"], ["y"]),  # scalar: left alone
+             helper.make_node("Sigmoid", ["y"], ["z"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, shape),
+         helper.make_tensor_value_info("scaled", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(anchors, "anchors"), numpy_helper.from_array(grid, "grid"),
+         numpy_helper.from_array(np.float32(2.0), "two")])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
+    x = rng.standard_normal(shape).astype(np.float32)
+
+    def run():
+        return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    before = run()
+    assert normalize_onnx_file(path) == 2 + 2  # two constants, two outputs
+    after = run()
+    for want, got in zip(before, after):
+        np.testing.assert_array_equal(got, want)
+    rewritten = onnx.load(path)
+    shapes = {i.name: list(i.dims) for i in rewritten.graph.initializer}
+    assert sorted(shapes.values()) == [[], shape, shape]  # the scalar stays a scalar
+    # The renamed output is also renamed where it feeds another node.
+    assert [n.output[0] for n in rewritten.graph.node][:1] == ["output_1"]
+    assert list(rewritten.graph.node[1].input) == [next(k for k in shapes if k.startswith("grid")),
+                                                   "output_1"]
 
 
 def test_runner_prefers_the_onnx_export_for_a_name_without_extension(tmp_path):

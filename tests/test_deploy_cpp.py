@@ -145,6 +145,47 @@ def test_app_preprocessing_equals_the_python_eval_transforms(case, app, odd_imag
     assert worst <= PREPROCESS_TOLERANCE
 
 
+# --------------------------------------------------------------------------- outputs
+
+def _multi_output_onnx(path, names):
+    """Input x (1x3x4x4); output i = x * (i + 1), named ``names[i]``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("Mul", ["x", f"k{i}"], [name]) for i, name in enumerate(names)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 4, 4]) for name in names],
+        [numpy_helper.from_array(np.float32(i + 1), f"k{i}") for i in range(len(names))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
+
+
+def test_app_writes_outputs_in_onnx_order(app, tmp_path):
+    """OpenCV lists outputs by name; the app restores the ONNX order from export's output_<i>
+    names (12 outputs: neither name order nor reverse layer order is the ONNX order)."""
+    from src.deploy.onnx_compat import normalize_onnx_file
+    model = tmp_path / "multi.onnx"
+    _multi_output_onnx(model, [f"t{11 - i}" for i in range(12)])
+    assert normalize_onnx_file(str(model)) == 12
+    (tmp_path / "in").mkdir()
+    x = np.random.default_rng(0).standard_normal((3, 4, 4)).astype(np.float32)
+    x.tofile(tmp_path / "in" / "a.bin")
+    proc = run_app(app, "--backend=cpu", f"--model_path={model}", f"--dataset_path={tmp_path / 'in'}",
+                   "--input_format=bin", "--image_height=4", "--image_width=4",
+                   f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr
+    for i in range(12):
+        got = np.fromfile(tmp_path / "out" / "result_Files" / f"a_{i}.bin", np.float32)
+        np.testing.assert_allclose(got, (x * (i + 1)).reshape(-1), rtol=1e-6)
+
+    # Without those names the order is unknown: refused, not guessed.
+    _multi_output_onnx(model, ["b", "a"])
+    proc = run_app(app, "--backend=cpu", f"--model_path={model}", f"--dataset_path={tmp_path / 'in'}",
+                   "--input_format=bin", "--image_height=4", "--image_width=4",
+                   f"--output_dir={tmp_path / 'out2'}")
+    assert proc.returncode == 1 and "cannot tell the output order" in proc.stderr
+    assert "re-export it with export.py" in proc.stderr
+
+
 # --------------------------------------------------------------------------- errors
 
 def test_app_usage_and_input_errors(app, tmp_path):

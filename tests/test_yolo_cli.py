@@ -15,6 +15,7 @@ from src.config import load_config
 from src.datasets.coco import COCO_CLASS_NAMES
 from src.engine import build_network
 from src.export import ExportedModel
+from test_deploy_cpp import app_build_dir  # noqa: F401  (session fixture: builds the app once)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +54,29 @@ def test_export_gives_decoded_maps_of_the_real_input_size(exported_onnx):
         assert (out[..., 4:] >= 0).all() and (out[..., 4:] <= 1).all()   # sigmoids
         assert (out[..., 2:4] > 0).all()                                  # exp sizes
         assert (out[..., 0:2] > -0.2).all() and (out[..., 0:2] < 1.2).all()
+
+
+def test_cpp_app_runs_the_export_like_onnxruntime(exported_onnx, demo_data, app_build_dir, tmp_path):
+    """The C++ app's OpenCV DNN backend runs the decoded 5-D outputs, in ONNX order."""
+    import onnxruntime as ort
+    from src.deploy.spec import app_flags, load_spec
+    images = demo_data["coco"] / "val2017"
+    proc = subprocess.run([str(app_build_dir / "main"), "--backend=cpu", f"--model_path={exported_onnx}",
+                           f"--dataset_path={images}", f"--output_dir={tmp_path}",
+                           f"--dump_inputs={tmp_path / 'inputs'}", *app_flags(load_spec(exported_onnx))],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    session = ort.InferenceSession(exported_onnx, providers=["CPUExecutionProvider"])
+    stems = sorted(p.stem for p in images.iterdir())
+    worst = 0.0
+    for stem in stems:
+        x = np.fromfile(tmp_path / "inputs" / f"{stem}.bin", np.float32).reshape(1, 3, 64, 96)
+        for i, want in enumerate(session.run(None, {session.get_inputs()[0].name: x})):
+            got = np.fromfile(tmp_path / "result_Files" / f"{stem}_{i}.bin", np.float32)
+            assert got.size == want.size, f"output {i} of {stem} has the wrong size"
+            worst = max(worst, float(np.abs(got - want.reshape(-1)).max()))
+    print(f"YOLOv3-Tiny: OpenCV DNN vs onnxruntime on {len(stems)} images, max difference {worst:.2e}")
+    assert worst <= 1e-4
 
 
 @pytest.fixture()

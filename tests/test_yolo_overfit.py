@@ -22,6 +22,8 @@ import time
 
 import pytest
 
+from test_deploy_cpp import app_build_dir  # noqa: F401  (session fixture: builds the app once)
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 8
 STEPS = 300
@@ -52,7 +54,7 @@ def small_training_set(coco_dir, target, count):
 
 
 @pytest.mark.slow
-def test_overfit_a_handful_of_images_to_map50_above_half(demo_data, tmp_path):
+def test_overfit_a_handful_of_images_to_map50_above_half(demo_data, tmp_path, request):
     images, ann = small_training_set(demo_data["coco"], tmp_path / "small", NUM_IMAGES)
     data_flags = [f"--data.train_dir={images}", f"--data.train_ann_file={ann}",
                   f"--data.eval_dir={images}", f"--data.eval_ann_file={ann}",
@@ -105,3 +107,19 @@ def test_overfit_a_handful_of_images_to_map50_above_half(demo_data, tmp_path):
     assert deployed["num_images"] == NUM_IMAGES
     assert abs(deployed["mAP"] - metrics["mAP"]) <= 0.01
     assert abs(deployed["AP50"] - metrics["AP50"]) <= 0.01
+
+    # The C++ app (OpenCV DNN, CPU backend) through run_infer_310.sh: same agreement.
+    # Requested only now, so that a machine without the build tools still runs the rest.
+    app_build_dir = request.getfixturevalue("app_build_dir")
+    script = ["bash", "scripts/run_infer_310.sh", f"{export_base}.onnx", str(images), str(ann),
+              "--backend=cpu", f"--output_dir={tmp_path}", "--run_name=cpp"]
+    proc = subprocess.run(script, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, INFER_BUILD_DIR=str(app_build_dir)))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Average Precision  (AP) @[ IoU=0.50 " in (tmp_path / "cpp" / "acc.log").read_text()
+    cpp = json.loads((tmp_path / "cpp" / "postprocess" / "metrics.json").read_text())
+    print(f"deploy (C++ app, OpenCV DNN + postprocess.py): mAP {cpp['mAP']:.4f} vs eval.py "
+          f"{metrics['mAP']:.4f}")
+    assert cpp["num_images"] == NUM_IMAGES
+    assert abs(cpp["mAP"] - metrics["mAP"]) <= 0.01
+    assert abs(cpp["AP50"] - metrics["AP50"]) <= 0.01

@@ -17,6 +17,32 @@ namespace {
 
 std::string FirstLine(const std::string &text) { return text.substr(0, text.find('\n')); }
 
+// OpenCV lists the outputs by layer name, not in the ONNX graph's order. export.py
+// names them output_0, output_1, ... (src/deploy/onnx_compat.py), which gives the
+// order back; a multi-output model without those names is refused, since
+// writing its outputs in an arbitrary order would be scored wrongly.
+std::vector<cv::String> OrderedOutputNames(const std::vector<cv::String> &names, const std::string &model_path) {
+  if (names.size() <= 1) return names;
+  std::vector<cv::String> ordered(names.size());
+  for (const cv::String &name : names) {
+    const std::string prefix = "output_";
+    size_t index = names.size();
+    if (name.compare(0, prefix.size(), prefix) == 0 && name.size() > prefix.size() &&
+        name.size() <= prefix.size() + 6 &&
+        name.find_first_not_of("0123456789", prefix.size()) == std::string::npos) {
+      index = std::stoul(name.substr(prefix.size()));
+    }
+    if (index >= names.size() || !ordered[index].empty()) {
+      throw std::runtime_error("cannot tell the output order of '" + model_path + "': its " +
+                               std::to_string(names.size()) + " outputs are not named output_0..output_" +
+                               std::to_string(names.size() - 1) + " (found '" + name +
+                               "'); re-export it with export.py, which names them");
+    }
+    ordered[index] = name;
+  }
+  return ordered;
+}
+
 class OpenCvBackend : public Backend {
  public:
   explicit OpenCvBackend(const std::string &model_path) {
@@ -33,7 +59,7 @@ class OpenCvBackend : public Backend {
     if (net_.empty()) throw std::runtime_error("OpenCV read no network from '" + model_path + "'");
     net_.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
     net_.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-    output_names_ = net_.getUnconnectedOutLayersNames();
+    output_names_ = OrderedOutputNames(net_.getUnconnectedOutLayersNames(), model_path);
   }
 
   void Run(const float *input, size_t count, int height, int width,

@@ -9,7 +9,11 @@ rejects a few patterns that the zoo's networks produce:
 * ``Min(x, c)`` / ``Max(x, c)`` with a constant operand (YOLO's decode head):
   OpenCV treats them as element-wise layers needing two computed inputs;
 * ``Resize`` without an explicit ``mode`` attribute: OpenCV reads it without
-  the ONNX default ("nearest").
+  the ONNX default ("nearest");
+* ``Add/Sub/Mul/Div(x, c)`` where the constant ``c`` broadcasts over more than
+  one axis of a 5-D ``x`` (YOLO's grid offsets and anchor sizes): OpenCV 4.6
+  fails at run time (``shape_utils.hpp: total``). The constant is stored
+  already broadcast to the output's static shape, which is exact.
 
 Each pattern is replaced by an equivalent built from Relu/Sub/Add, which every
 runtime supports: ``min(x, c) = x - relu(x - c)``, ``max(x, c) = c + relu(x - c)``
@@ -17,6 +21,10 @@ and ``clip(x, lo, hi) = max(min(x, hi), lo)``. For ReLU6 (lo = 0) the result is
 bit-exact for activations below 2**24; otherwise it differs by at most one
 rounding step. The export check that follows (onnxruntime vs the checkpoint
 network) covers the rewritten file.
+
+The graph outputs are also renamed ``output_0``, ``output_1``, ... in ONNX
+order. OpenCV lists a network's outputs by layer name, not in ONNX order, so
+the C++ app orders them by these names (YOLO has two outputs of different size).
 """
 import os
 from typing import Dict, List, Optional
@@ -125,8 +133,73 @@ def make_opencv_compatible(model) -> int:
     if changed:
         del graph.node[:]
         graph.node.extend(new_nodes)
+    changed += _materialize_broadcast_constants(model, consts)
+    changed += _name_outputs(graph)
+    if changed:
         _drop_unused_initializers(graph)
     return changed
+
+
+OUTPUT_NAME = "output_{}"  # the C++ app (backend_opencv.cc) orders outputs by this pattern
+
+
+def _static_shapes(model) -> Dict[str, List[int]]:
+    """Fully known tensor shapes of ``model`` by name (ONNX shape inference)."""
+    from onnx import shape_inference  # pylint: disable=import-outside-toplevel
+    inferred = shape_inference.infer_shapes(model).graph
+    shapes = {}
+    for info in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
+        dims = info.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = [d.dim_value for d in dims]
+    return shapes
+
+
+def _materialize_broadcast_constants(model, consts: Dict[str, np.ndarray]) -> int:
+    """Replace each broadcasting non-scalar constant of a 5-D element-wise op by its full-shape copy."""
+    from onnx import numpy_helper  # pylint: disable=import-outside-toplevel
+    graph = model.graph
+    candidates = [node for node in graph.node if node.op_type in ("Add", "Sub", "Mul", "Div")
+                  and any(name in consts and consts[name].size > 1 for name in node.input)]
+    if not candidates:
+        return 0
+    shapes = _static_shapes(model)
+    changed = 0
+    for node in candidates:
+        out_shape = shapes.get(node.output[0])
+        if out_shape is None or len(out_shape) < 5:  # 4-D broadcasting works in OpenCV
+            continue
+        for position, name in enumerate(node.input):
+            value = consts.get(name)
+            if value is None or value.size <= 1 or list(value.shape) == out_shape:
+                continue
+            full = np.ascontiguousarray(np.broadcast_to(value, out_shape))
+            full_name = f"{name}__cvfull{changed}"
+            graph.initializer.append(numpy_helper.from_array(full, full_name))
+            node.input[position] = full_name
+            changed += 1
+    return changed
+
+
+def _name_outputs(graph) -> int:
+    """Rename graph output ``i`` to ``output_i`` (in its producer and consumers too)."""
+    renames = {out.name: OUTPUT_NAME.format(i) for i, out in enumerate(graph.output)
+               if out.name != OUTPUT_NAME.format(i)}
+    if not renames:
+        return 0
+    taken = {name for node in graph.node for name in list(node.input) + list(node.output)}
+    taken |= {init.name for init in graph.initializer} | {i.name for i in graph.input}
+    clash = (taken - set(renames)) & set(renames.values())
+    if clash:
+        raise ValueError(f"cannot name the ONNX outputs: {sorted(clash)} already used in the graph")
+    for node in graph.node:
+        for field in (node.input, node.output):
+            for position, name in enumerate(field):
+                if name in renames:
+                    field[position] = renames[name]
+    for out in graph.output:
+        out.name = renames.get(out.name, out.name)
+    return len(renames)
 
 
 def _drop_unused_initializers(graph) -> None:
