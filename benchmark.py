@@ -39,16 +39,29 @@ BENCHMARKS = {
 DEMO_ROOT = os.path.join(REPO_ROOT, "demo_data")
 
 
+def interleaved_median_seconds(fns, repeats: int, warmup: int = 1) -> list:
+    """Median wall time of each ``fn()`` over ``repeats`` calls after ``warmup`` calls.
+
+    With several functions the calls alternate (A B, B A, A B, ...), so that the
+    speed drift of a shared VM (seen here: +-10% over minutes) hits each alike;
+    timing one after the other once made a 1.02x ratio read 0.91x.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for repeat in range(repeats):
+        order = list(range(len(fns)))
+        for index in (order if repeat % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            fns[index]()
+            times[index].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved_median_seconds([fn], repeats, warmup)[0]
 
 
 def forward_flops(net, image_size) -> float:
@@ -85,8 +98,13 @@ def forward_flops(net, image_size) -> float:
     return total[0]
 
 
-def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str, log=print):
-    """All measurements for one model; returns a JSON-ready dict."""
+def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str, rival=None,
+                    log=print):
+    """All measurements for one model; returns a JSON-ready dict.
+
+    ``rival``: another zoo's train step at the same batch and size (a callable),
+    timed interleaved with ours (``mindcv_train_img_per_s``, ``train_over_mindcv``).
+    """
     import mindspore as ms
     import numpy as np
 
@@ -130,8 +148,12 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     start = time.perf_counter()
     step(*first_batch)
     result["train_compile_s"] = time.perf_counter() - start
-    seconds = median_seconds(lambda: step(*first_batch)[0].asnumpy(), repeats)
-    result["train_img_per_s"] = batch / seconds
+    timed = [lambda: step(*first_batch)[0].asnumpy()] + ([rival] if rival else [])
+    seconds = interleaved_median_seconds(timed, repeats)
+    result["train_img_per_s"] = batch / seconds[0]
+    if rival:
+        result["mindcv_train_img_per_s"] = batch / seconds[1]
+        result["train_over_mindcv"] = seconds[1] / seconds[0]
 
     # Inference: checkpoint network and the two exports, at batch 1 and the benchmark batch.
     flops = forward_flops(net, (size, size))
@@ -161,13 +183,14 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
 MINDCV_NAMES = {"mobilenetv1": "mobilenet_v1_100", "vgg16": "vgg16"}
 
 
-def mindcv_train_img_per_s(cfg, name: str, size: int, batch: int, repeats: int):
-    """Training img/s of MindCV's network of the same name (``pip install mindcv==0.3.0``).
+def mindcv_train_step(cfg, name: str, size: int, batch: int):
+    """A callable running one train step of MindCV's network of the same name
+    (``pip install mindcv==0.3.0``); None when MindCV has no such model.
 
     Same MindSpore, machine, oneDNN setting, batch and input size, and the same
     recipe through MindCV's own factories: Momentum with the config's weight
     decay (not on biases/BN), cross entropy with the config's label smoothing,
-    ``nn.TrainOneStepCell``. None when MindCV has no such model.
+    ``nn.TrainOneStepCell``.
     """
     if name not in MINDCV_NAMES:
         return None
@@ -192,8 +215,7 @@ def mindcv_train_img_per_s(cfg, name: str, size: int, batch: int, repeats: int):
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
     y = ms.Tensor(rng.integers(0, cfg.num_classes, batch).astype(np.int32))
-    seconds = median_seconds(lambda: step(x, y).asnumpy(), repeats)
-    return batch / seconds
+    return lambda: step(x, y).asnumpy()
 
 
 def _sync(outputs):
@@ -263,13 +285,11 @@ def main(argv=None) -> int:
             recipe = BENCHMARKS[name]
             size = args.image_size or recipe["quick_size" if args.quick else "size"]
             batch = args.batch_size or recipe["quick_batch" if args.quick else "batch"]
-            results.append(benchmark_model(name, size, batch, repeats, workdir))
+            rival = None
             if args.mindcv:
                 recipe_cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]))
-                theirs = mindcv_train_img_per_s(recipe_cfg, name, size, batch, repeats)
-                results[-1]["mindcv_train_img_per_s"] = theirs
-                if theirs:
-                    results[-1]["train_over_mindcv"] = results[-1]["train_img_per_s"] / theirs
+                rival = mindcv_train_step(recipe_cfg, name, size, batch)
+            results.append(benchmark_model(name, size, batch, repeats, workdir, rival=rival))
     report = {"environment": environment(), "results": results}
     print(format_table(results))
     print(json.dumps(report["environment"]))

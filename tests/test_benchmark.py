@@ -29,6 +29,23 @@ def test_onednn_isa_cap_is_applied_on_avx512_cpus_before_mindspore_loads():
     assert out == "AVX512_CORE"
 
 
+def test_interleaved_timing_alternates_the_order_and_keeps_each_median(monkeypatch):
+    import benchmark
+    clock, calls = [0.0], []
+
+    def timed(name, seconds):
+        def fn():
+            calls.append(name)
+            clock[0] += seconds
+        return fn
+
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    medians = benchmark.interleaved_median_seconds([timed("a", 2.0), timed("b", 3.0)], repeats=3)
+    assert medians == [2.0, 3.0]
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then AB, BA, AB
+    assert benchmark.median_seconds(timed("c", 0.5), repeats=2, warmup=0) == 0.5
+
+
 @pytest.mark.slow
 def test_quick_benchmark_of_every_model_is_well_formed(tmp_path):
     out = tmp_path / "bench.json"
