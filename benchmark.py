@@ -138,6 +138,10 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
         seen += 1
     elapsed = time.perf_counter() - start
     result["data_img_per_s"] = seen * batch / elapsed if seen else None
+    # Keep the batch as plain tensors and shut the pipeline down: its threads
+    # must not share the cores with the timed train steps.
+    first_batch = [ms.Tensor(column.asnumpy()) for column in first_batch]
+    del iterator, dataset
     result["data_batches"] = batches
 
     # Training step on one real batch, repeated.
