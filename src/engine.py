@@ -221,6 +221,13 @@ class TrainStep(nn.Cell):
         if self.unscale:
             grads = self.hyper_map(ops.partial(_unscale, 1.0 / self.scale), grads)
         if not self.dynamic and self.reducer is None:
+            # Every gradient must exist before the first weight changes. Handed the
+            # gradients directly, MindSpore 2.10 may interleave updates with the
+            # rest of the backward pass: a loss that runs the network twice per
+            # step (tests/test_distributed.py's reference) drifted by 6e-2 from a
+            # gradients-then-update run. A value read from every gradient (one
+            # element each: free, unlike all_finite) restores bit-equality.
+            grads = ops.depend(grads, ops.concat(self.hyper_map(_first_element, grads)))
             loss = ops.depend(loss, self.optimizer(grads))
             return loss, ops.logical_not(ops.isfinite(loss).all()), self.scale.value()
         finite = ops.logical_and(ms.amp.all_finite(grads), ops.isfinite(loss).all())
@@ -242,6 +249,10 @@ class TrainStep(nn.Cell):
 
 def _unscale(inverse, grad):
     return grad * ops.cast(inverse, grad.dtype)
+
+
+def _first_element(grad):
+    return grad.reshape(-1)[0:1].astype(ms.float32)
 
 
 def build_train_step(cfg, loss_net, optimizer, group_size: int = 1):

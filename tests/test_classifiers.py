@@ -7,6 +7,7 @@ the suite fast; the code paths are the ones full-size runs use.
 import os
 
 import mindspore as ms
+from mindspore import nn, ops
 import numpy as np
 import pytest
 
@@ -55,6 +56,72 @@ def test_one_training_step_is_finite_and_changes_the_weights(model, small_cifar,
                if p.requires_grad and not np.array_equal(before[n], p.asnumpy())]
     trainable = [p.name for p in net.trainable_params()]
     assert len(changed) == len(trainable), "every trainable parameter moves after one step"
+
+
+class _TwoHalvesLoss(nn.Cell):
+    """Mean loss of the two halves of a batch: the network runs twice per step."""
+
+    def __init__(self, loss_net):
+        super().__init__(auto_prefix=False)
+        self.loss_net = loss_net
+
+    def construct(self, image, label):
+        n = image.shape[0] // 2
+        return (self.loss_net(image[:n], label[:n]) + self.loss_net(image[n:], label[n:])) / 2
+
+
+class _Gradients(nn.Cell):
+    def __init__(self, loss_net, weights):
+        super().__init__(auto_prefix=False)
+        self.loss_net = loss_net
+        self.weights = weights
+        self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+
+    def construct(self, image, label):
+        loss = self.loss_net(image, label)
+        return self.grad(self.loss_net, self.weights)(image, label, ops.ones_like(loss))
+
+
+class _Update(nn.Cell):
+    def __init__(self, optimizer):
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer
+
+    def construct(self, grads):
+        return self.optimizer(grads)
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_train_step_updates_only_after_the_whole_backward_pass(model, small_cifar, tmp_path):
+    """The fused train step equals computing every gradient first and updating after.
+
+    With a loss that runs the network twice per step, MindSpore 2.10 interleaved
+    the updates with the backward pass when the optimizer got the gradients
+    directly (weights off by 6e-2 after 6 steps); TrainStep orders them.
+    """
+    cfg = make_cfg(model, small_cifar, tmp_path, **{"lr.base_lr": 0.2, "lr.init_lr": 0.2})
+    batches = list(classification.train_dataset(cfg, CTX, seed=1).create_tuple_iterator())[:3]
+    lr = learning_rates(cfg, 10)
+
+    fused_net = build_network(cfg)
+    fused = build_train_step(cfg, _TwoHalvesLoss(classification.loss_network(cfg, fused_net)),
+                             build_optimizer(cfg, fused_net, lr))
+    reference_net = build_network(cfg)  # same seed: same initial weights
+    optimizer = build_optimizer(cfg, reference_net, lr)
+    gradients = _Gradients(_TwoHalvesLoss(classification.loss_network(cfg, reference_net)),
+                           optimizer.parameters)
+    update = _Update(optimizer)
+    gradients.set_train()
+    update.set_train()
+    for image, label in batches:
+        fused(image, label)
+        update(gradients(image, label))
+    got = {p.name: p.asnumpy() for p in fused_net.trainable_params()}
+    want = {p.name: p.asnumpy() for p in reference_net.trainable_params()}
+    moved = max(float(np.abs(w - p.asnumpy()).max())
+                for w, p in zip(want.values(), build_network(cfg).trainable_params()))
+    assert moved > 1e-3  # the steps did train
+    assert max(float(np.abs(got[k] - want[k]).max()) for k in want) <= 1e-6
 
 
 @pytest.mark.parametrize("model", CLASSIFIERS)
