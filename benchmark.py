@@ -102,8 +102,8 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
                     log=print):
     """All measurements for one model; returns a JSON-ready dict.
 
-    ``rival``: another zoo's train step at the same batch and size (a callable),
-    timed interleaved with ours (``mindcv_train_img_per_s``, ``train_over_mindcv``).
+    ``rival``: another zoo's train step at the same batch and size (a callable
+    taking the images and labels), timed interleaved with ours on the same batch (``mindcv_train_img_per_s``, ``train_over_mindcv``).
     """
     import mindspore as ms
     import numpy as np
@@ -152,7 +152,9 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     start = time.perf_counter()
     step(*first_batch)
     result["train_compile_s"] = time.perf_counter() - start
-    timed = [lambda: step(*first_batch)[0].asnumpy()] + ([rival] if rival else [])
+    timed = [lambda: step(*first_batch)[0].asnumpy()]
+    if rival:
+        timed.append(lambda: rival(*first_batch))  # the same batch for both
     seconds = interleaved_median_seconds(timed, repeats)
     result["train_img_per_s"] = batch / seconds[0]
     if rival:
@@ -187,12 +189,12 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
 MINDCV_NAMES = {"mobilenetv1": "mobilenet_v1_100", "vgg16": "vgg16"}
 
 
-def mindcv_train_step(cfg, name: str, size: int, batch: int):
-    """A callable running one train step of MindCV's network of the same name
-    (``pip install mindcv==0.3.0``); None when MindCV has no such model.
+def mindcv_train_step(cfg, name: str):
+    """A callable ``f(images, labels)`` running one train step of MindCV's network of
+    the same name (``pip install mindcv==0.3.0``); None when MindCV has no such model.
 
-    Same MindSpore, machine, oneDNN setting, batch and input size, and the same
-    recipe through MindCV's own factories: Momentum with the config's weight
+    Same MindSpore, machine and oneDNN setting; the batch comes from the caller.
+    The same recipe through MindCV's own factories: Momentum with the config's weight
     decay (not on biases/BN), cross entropy with the config's label smoothing,
     ``nn.TrainOneStepCell``.
     """
@@ -205,7 +207,6 @@ def mindcv_train_step(cfg, name: str, size: int, batch: int):
     except ImportError:
         raise SystemExit("error: --mindcv needs MindCV: pip install --no-deps mindcv==0.3.0 tqdm")
     import mindspore as ms
-    import numpy as np
     from mindspore import nn
 
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -216,10 +217,7 @@ def mindcv_train_step(cfg, name: str, size: int, batch: int):
                            momentum=cfg.optimizer.momentum, weight_decay_filter="norm_and_bias")
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
     step.set_train()
-    rng = np.random.default_rng(0)
-    x = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
-    y = ms.Tensor(rng.integers(0, cfg.num_classes, batch).astype(np.int32))
-    return lambda: step(x, y).asnumpy()
+    return lambda images, labels: step(images, labels).asnumpy()
 
 
 def _sync(outputs):
@@ -292,7 +290,7 @@ def main(argv=None) -> int:
             rival = None
             if args.mindcv:
                 recipe_cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]))
-                rival = mindcv_train_step(recipe_cfg, name, size, batch)
+                rival = mindcv_train_step(recipe_cfg, name)
             results.append(benchmark_model(name, size, batch, repeats, workdir, rival=rival))
     report = {"environment": environment(), "results": results}
     print(format_table(results))
