@@ -102,8 +102,9 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
                     log=print):
     """All measurements for one model; returns a JSON-ready dict.
 
-    ``rival``: another zoo's train step at the same batch and size (a callable
-    taking the images and labels), timed interleaved with ours on the same batch (``mindcv_train_img_per_s``, ``train_over_mindcv``).
+    ``rival``: another zoo's train step (a callable taking images and labels),
+    timed interleaved with ours on the same batch; it adds
+    ``mindcv_train_img_per_s`` and ``train_over_mindcv``.
     """
     import mindspore as ms
     import numpy as np
