@@ -334,6 +334,24 @@ def test_onnx_rewrite_materializes_5d_broadcast_constants(tmp_path):
                                                    "output_1"]
 
 
+def test_onnx_output_naming_refuses_a_name_clash(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    from src.deploy.common import DeployError
+    from src.deploy.onnx_compat import normalize_onnx_file
+
+    nodes = [helper.make_node("Relu", ["x"], ["output_0"]), helper.make_node("Sigmoid", ["output_0"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(path))
+    before = path.read_bytes()
+    with pytest.raises(DeployError, match=r"cannot name the ONNX outputs.*'output_0'"):
+        normalize_onnx_file(str(path))
+    assert path.read_bytes() == before  # the file is left as it was
+
+
 def test_runner_prefers_the_onnx_export_for_a_name_without_extension(tmp_path):
     from src.deploy.runner import resolve_model_file
     base = tmp_path / "model"

@@ -191,7 +191,9 @@ def _name_outputs(graph) -> int:
     taken |= {init.name for init in graph.initializer} | {i.name for i in graph.input}
     clash = (taken - set(renames)) & set(renames.values())
     if clash:
-        raise ValueError(f"cannot name the ONNX outputs: {sorted(clash)} already used in the graph")
+        from src.deploy.common import DeployError  # pylint: disable=import-outside-toplevel
+        raise DeployError(f"cannot name the ONNX outputs output_<i> for OpenCV: {sorted(clash)} "
+                          f"already names another tensor of the graph")
     for node in graph.node:
         for field in (node.input, node.output):
             for position, name in enumerate(field):
