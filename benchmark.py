@@ -4,6 +4,7 @@
     python benchmark.py --model vgg16 --batch_size 8 --image_size 224
     python benchmark.py --model all --quick         # tiny sizes, seconds per model (CI)
     python benchmark.py --model all --json results.json
+    python benchmark.py --model all --peer=pytorch  # + the same networks in PyTorch eager
 
 For each model it reports, after warm-up and as the median of timed repeats:
   * train img/s: a full train step (forward, backward, optimizer), compile time apart;
@@ -12,6 +13,12 @@ For each model it reports, after warm-up and as the median of timed repeats:
   * data img/s of the real training pipeline (decode + augment + batch) on the demo data;
   * GFLOP/s achieved, next to the model's forward GFLOPs per image (a train step
     costs about 3x the forward).
+
+``--peer=pytorch`` times the same network, loss and optimizer in PyTorch eager
+(src/bench/pytorch_peers.py, torch's threads = MindSpore's runtime threads)
+interleaved with ours on the same batch, and batch-1 inference interleaved with
+the checkpoint network and the ONNX export; ``--mindcv`` does the same for
+MindCV's train step. Ratios > 1 mean the zoo is faster.
 """
 import argparse
 import json
@@ -99,12 +106,16 @@ def forward_flops(net, image_size) -> float:
 
 
 def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str, rival=None,
-                    log=print):
+                    peer=None, log=print):
     """All measurements for one model; returns a JSON-ready dict.
 
     ``rival``: another zoo's train step (a callable taking images and labels),
     timed interleaved with ours on the same batch; it adds
     ``mindcv_train_img_per_s`` and ``train_over_mindcv``.
+    ``peer``: ``peer(cfg, net)`` gives a :class:`~src.bench.pytorch_peers.PeerRunner`;
+    its train step is timed interleaved with ours on the same batch, its batch-1
+    inference with the checkpoint network's and the exports'; it adds
+    ``pytorch_*_img_per_s`` and the ``*_over_pytorch`` ratios.
     """
     import mindspore as ms
     import numpy as np
@@ -153,14 +164,19 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     start = time.perf_counter()
     step(*first_batch)
     result["train_compile_s"] = time.perf_counter() - start
-    timed = [lambda: step(*first_batch)[0].asnumpy()]
+    timed = {"ours": lambda: step(*first_batch)[0].asnumpy()}
     if rival:
-        timed.append(lambda: rival(*first_batch))  # the same batch for both
-    seconds = interleaved_median_seconds(timed, repeats)
-    result["train_img_per_s"] = batch / seconds[0]
-    if rival:
-        result["mindcv_train_img_per_s"] = batch / seconds[1]
-        result["train_over_mindcv"] = seconds[1] / seconds[0]
+        timed["mindcv"] = lambda: rival(*first_batch)  # the same batch for both
+    peer_runner = peer(cfg, net) if peer else None
+    if peer_runner:
+        numpy_batch = [column.asnumpy() for column in first_batch]
+        timed["pytorch"] = lambda: peer_runner.train_step(*numpy_batch)
+    seconds = dict(zip(timed, interleaved_median_seconds(list(timed.values()), repeats)))
+    result["train_img_per_s"] = batch / seconds["ours"]
+    for other in ("mindcv", "pytorch"):
+        if other in seconds:
+            result[f"{other}_train_img_per_s"] = batch / seconds[other]
+            result[f"train_over_{other}"] = seconds[other] / seconds["ours"]
 
     # Inference: checkpoint network and the two exports, at batch 1 and the benchmark batch.
     flops = forward_flops(net, (size, size))
@@ -170,14 +186,21 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     for n in sorted({1, batch}):
         x = sample_input(n, (size, size))
         tensor = ms.Tensor(x)
-        seconds = median_seconds(lambda: _sync(deploy(tensor)), repeats)
-        result[f"infer_ckpt_b{n}_img_per_s"] = n / seconds
+        timed = {"ckpt": lambda: _sync(deploy(tensor))}
         for fmt in ("MINDIR", "ONNX"):
             path = export_network(deploy, os.path.join(workdir, f"{name}_b{n}"), fmt, n,
                                   (size, size), verify=False, log=lambda _: None)
-            runner = ExportedModel(path)
-            seconds = median_seconds(lambda: runner(x), repeats)
-            result[f"infer_{fmt.lower()}_b{n}_img_per_s"] = n / seconds
+            timed[fmt.lower()] = lambda runner=ExportedModel(path): runner(x)
+        if peer_runner and n == 1:
+            timed["pytorch"] = lambda: peer_runner.infer(x)
+        seconds = dict(zip(timed, interleaved_median_seconds(list(timed.values()), repeats)))
+        for path_name in ("ckpt", "mindir", "onnx"):
+            result[f"infer_{path_name}_b{n}_img_per_s"] = n / seconds[path_name]
+        if "pytorch" in seconds:
+            result["pytorch_infer_b1_img_per_s"] = 1 / seconds["pytorch"]
+            for path_name in ("ckpt", "onnx"):
+                result[f"infer_{path_name}_b1_over_pytorch"] = (seconds["pytorch"]
+                                                                / seconds[path_name])
     result["train_gflops_per_s"] = 3 * flops * result["train_img_per_s"] / 1e9
     result["infer_ckpt_gflops_per_s"] = flops * result[f"infer_ckpt_b{batch}_img_per_s"] / 1e9
     if result["data_img_per_s"]:
@@ -221,6 +244,20 @@ def mindcv_train_step(cfg, name: str):
     return lambda images, labels: step(images, labels).asnumpy()
 
 
+def pytorch_peer():
+    """``f(cfg, net)`` building the PyTorch peer of ``net``; a clear SystemExit without torch."""
+    from src.bench import TORCH_MISSING  # pylint: disable=import-outside-toplevel
+    try:
+        import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        raise SystemExit(TORCH_MISSING) from None
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    from src.bench.pytorch_peers import PeerRunner  # pylint: disable=import-outside-toplevel
+
+    # Same thread count as MindSpore's CPU kernels, and the zoo's starting weights.
+    return lambda cfg, net: PeerRunner(cfg, ms.get_context("runtime_num_threads"), zoo_net=net)
+
+
 def _sync(outputs):
     if isinstance(outputs, (tuple, list)):
         return [o.asnumpy() for o in outputs]
@@ -234,7 +271,12 @@ COLUMNS = [("model", "model", "{}"), ("size", "image_size", "{}"), ("batch", "ba
            ("ckpt b1", "infer_ckpt_b1_img_per_s", "{:.1f}"), ("mindir b1", "infer_mindir_b1_img_per_s", "{:.1f}"),
            ("onnx b1", "infer_onnx_b1_img_per_s", "{:.1f}"),
            ("MindCV train img/s", "mindcv_train_img_per_s", "{:.1f}"),
-           ("ours/MindCV", "train_over_mindcv", "{:.2f}x")]
+           ("ours/MindCV", "train_over_mindcv", "{:.2f}x"),
+           ("PyTorch train img/s", "pytorch_train_img_per_s", "{:.1f}"),
+           ("ours/PyTorch", "train_over_pytorch", "{:.2f}x"),
+           ("PyTorch b1", "pytorch_infer_b1_img_per_s", "{:.1f}"),
+           ("ckpt b1/PyTorch", "infer_ckpt_b1_over_pytorch", "{:.2f}x"),
+           ("onnx b1/PyTorch", "infer_onnx_b1_over_pytorch", "{:.2f}x")]
 
 
 def format_table(results) -> str:
@@ -273,6 +315,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="", help="also write the results as JSON here")
     parser.add_argument("--mindcv", action="store_true",
                         help="also time MindCV 0.3.0's mobilenet_v1_100 / vgg16 training step")
+    parser.add_argument("--peer", choices=("pytorch",), default=None,
+                        help="also time the same networks in PyTorch eager (needs torch)")
     args = parser.parse_args(argv)
     names = list(BENCHMARKS) if args.model == "all" else [args.model]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -281,6 +325,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     repeats = args.repeats or (2 if args.quick else 5)
+    peer = pytorch_peer() if args.peer == "pytorch" else None
     from src.config import load_config  # pylint: disable=import-outside-toplevel
     results = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -292,7 +337,8 @@ def main(argv=None) -> int:
             if args.mindcv:
                 recipe_cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]))
                 rival = mindcv_train_step(recipe_cfg, name)
-            results.append(benchmark_model(name, size, batch, repeats, workdir, rival=rival))
+            results.append(benchmark_model(name, size, batch, repeats, workdir, rival=rival,
+                                           peer=peer))
     report = {"environment": environment(), "results": results}
     print(format_table(results))
     print(json.dumps(report["environment"]))

@@ -62,3 +62,102 @@ def test_quick_benchmark_of_every_model_is_well_formed(tmp_path):
                     "infer_ckpt_b1_img_per_s", "infer_mindir_b1_img_per_s", "infer_onnx_b1_img_per_s"):
             assert isinstance(r[key], float) and r[key] > 0, (r["model"], key, r.get(key))
     assert "| tinydarknet |" in proc.stdout and "train img/s" in proc.stdout
+
+
+# --- the PyTorch peers (benchmark.py --peer=pytorch) ---------------------------------------
+
+PEER_SIZES = {"tinydarknet": ("tinydarknet_imagenet.yaml", 64),
+              "mobilenetv1": ("mobilenetv1_imagenet.yaml", 64),
+              "vgg16": ("vgg16_imagenet.yaml", 32),
+              "yolov3_tiny": ("yolov3_tiny_coco.yaml", 64)}
+
+
+def _peer_batch(cfg, size, batch=2):
+    """A random batch of ``cfg``'s training columns (YOLO: real targets from random boxes)."""
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    images = rng.randn(batch, 3, size, size).astype(np.float32)
+    if cfg.model != "yolov3_tiny":
+        return [images, rng.randint(0, cfg.num_classes, batch).astype(np.int32)]
+    from src.tasks.detection import target_function
+    targets = target_function(cfg)
+    columns = []
+    for _ in range(batch):
+        corner = rng.uniform(0, size / 2, (3, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(4, size / 2, (3, 2)),
+                                rng.randint(0, cfg.num_classes, (3, 1))], axis=1)
+        columns.append(targets(boxes.astype(np.float32), (size, size)))
+    return [images] + [np.stack(c).astype(np.float32) for c in zip(*columns)]
+
+
+@pytest.mark.parametrize("name", list(PEER_SIZES))
+def test_pytorch_peer_is_the_zoo_network_with_the_zoo_loss(name, pynative_cpu):
+    """Same tensors in the same order; with the zoo's weights, the same train-mode loss."""
+    torch = pytest.importorskip("torch")
+    import mindspore as ms
+    import numpy as np
+
+    from src.bench.pytorch_peers import PeerRunner, build_peer
+    from src.config import load_config
+    from src.engine import build_network
+    from src.registry import get_model_spec
+    from src.tasks import get_task
+
+    config, size = PEER_SIZES[name]
+    cfg = load_config(str(REPO_ROOT / "config" / config),
+                      overrides=[("image_size", [size, size]), ("num_classes", 10),
+                                 ("net.dropout", 0.0)] if name == "vgg16" else
+                      [("image_size", [size, size]), ("num_classes", 10)])
+    zoo = build_network(cfg)
+    zoo_params = zoo.trainable_params()
+    peer = build_peer(name, cfg.num_classes, cfg.image_size, cfg.net)
+    assert [tuple(p.shape) for p in zoo_params] == [tuple(p.shape) for p in peer.parameters()]
+    assert sum(int(np.prod(p.shape)) for p in zoo_params) == \
+        sum(p.numel() for p in peer.parameters())
+
+    runner = PeerRunner(cfg, threads=1, zoo_net=zoo)
+    batch = _peer_batch(cfg, size)
+    loss_net = get_task(get_model_spec(name).task).loss_network(cfg, zoo)
+    loss_net.set_train(True)
+    zoo_loss = float(loss_net(*[ms.Tensor(b) for b in batch]).asnumpy())
+    peer_loss = float(runner.loss(*[torch.from_numpy(b) for b in batch]).detach())
+    assert np.isfinite(zoo_loss) and zoo_loss > 0
+    assert peer_loss == pytest.approx(zoo_loss, rel=1e-4)
+    assert runner.train_step(*batch) == pytest.approx(peer_loss, rel=1e-5)
+    assert runner.train_step(*batch) != pytest.approx(peer_loss, rel=1e-6)  # it updated
+
+
+def test_pytorch_peer_pads_like_mindspore_same():
+    from src.bench.pytorch_peers import same_padding
+    assert same_padding(224, 3, 2) == (0, 1)  # MindSpore puts the odd pixel after
+    assert same_padding(7, 3, 2) == (1, 1)
+    assert same_padding(13, 2, 1) == (0, 1)
+    assert same_padding(8, 1, 1) == (0, 0)
+
+
+def test_peer_pytorch_without_torch_is_one_clear_error():
+    code = ("import sys; sys.modules['torch'] = None; import benchmark; "
+            "sys.exit(benchmark.main(['--model', 'tinydarknet', '--quick', '--peer', 'pytorch']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "error: --peer=pytorch needs PyTorch (a test-only dependency, not in requirements.txt): "
+        "pip install torch==2.13.0"]
+    assert "Traceback" not in proc.stderr and "| tinydarknet |" not in proc.stdout
+
+
+def test_table_has_the_peer_ratio_columns():
+    import benchmark
+    row = {"model": "vgg16", "image_size": 32, "batch": 2, "train_img_per_s": 4.0,
+           "pytorch_train_img_per_s": 5.0, "train_over_pytorch": 0.8,
+           "infer_ckpt_b1_over_pytorch": 1.25, "infer_onnx_b1_over_pytorch": 2.5}
+    table = benchmark.format_table([row]).splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert dict(zip(header, cells))["ours/PyTorch"] == "0.80x"
+    assert dict(zip(header, cells))["PyTorch train img/s"] == "5.0"
+    assert dict(zip(header, cells))["ckpt b1/PyTorch"] == "1.25x"
+    assert dict(zip(header, cells))["onnx b1/PyTorch"] == "2.50x"
+    assert dict(zip(header, cells))["ours/MindCV"] == "-"
