@@ -3,11 +3,15 @@ import hashlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import src  # noqa: F401
 from src.config import load_config
+from src.datasets.check import inspect_dataset
 from src.datasets.classification import (build_classification_dataset, classification_source,
                                          read_cifar10_binary)
+from src.datasets.common import (CIFAR10_MEAN_RGB, CIFAR10_STD_RGB, IMAGENET_MEAN_RGB,
+                                 IMAGENET_STD_RGB)
 from src.errors import DataError
 
 
@@ -34,9 +38,69 @@ def test_batches_have_expected_shapes_dtypes_and_ranges(demo_data, dataset, spli
     assert image.shape == (16, 3, size[0], size[1])
     assert image.dtype == np.float32 and label.dtype == np.int32
     assert label.min() >= 0 and label.max() < 10
-    # Normalised with the dataset mean/std: roughly zero-centred, a few std wide.
-    assert -3.5 < image.min() < 0 < image.max() < 3.5
-    assert abs(float(image.mean())) < 1.5
+
+
+def _solid_rgb_png(path, rgb):
+    Image.fromarray(np.full((40, 48, 3), rgb, np.uint8)).save(path)
+
+
+RGB = (200, 100, 30)  # a different value per channel: swapped channels give other numbers
+
+
+def test_cifar_eval_normalisation_is_exact_per_channel(tmp_path):
+    """Channel c of a solid record is (v_c / 255 - mean_c) / std_c, in R, G, B order."""
+    folder = tmp_path / "cifar-10-verify-bin"
+    folder.mkdir()
+    record = np.zeros(3073, np.uint8)
+    record[0] = 3
+    for channel, value in enumerate(RGB):
+        record[1 + 1024 * channel:1 + 1024 * (channel + 1)] = value
+    record.tofile(folder / "test_batch.bin")
+    cfg = _cfg("cifar10", tmp_path)
+    image, label = next(build_classification_dataset(cfg, "eval", batch_size=1)
+                        .create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert label.tolist() == [3] and image.shape == (1, 3, 32, 32)
+    for channel, value in enumerate(RGB):
+        want = (value / 255.0 - CIFAR10_MEAN_RGB[channel]) / CIFAR10_STD_RGB[channel]
+        np.testing.assert_allclose(image[0, channel], want, rtol=0, atol=1e-5)
+
+
+def test_imagenet_eval_normalisation_is_exact_per_channel(tmp_path):
+    """Channel c of a solid image is (v_c - mean_c) / std_c on the 0..255 scale, R, G, B."""
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            _solid_rgb_png(tmp_path / split / name / "x.png", RGB)
+    cfg = _cfg("imagenet", tmp_path)
+    image, _ = next(build_classification_dataset(cfg, "eval", batch_size=1)
+                    .create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert image.shape == (1, 3, 64, 64)
+    for channel, value in enumerate(RGB):
+        want = (value - IMAGENET_MEAN_RGB[channel]) / IMAGENET_STD_RGB[channel]
+        np.testing.assert_allclose(image[0, channel], want, rtol=0, atol=1e-4)
+
+
+def test_reader_reads_every_image_the_check_accepts(tmp_path):
+    """Any letter case of the shared suffixes, and a validation/ folder, for both."""
+    names = ["a.jpg", "b.Jpg", "c.JPEG", "d.png", "e.PNG", "f.bmp", "g.TIFF", "h.tif"]
+    for split in ("train", "validation"):
+        for cls in ("c0", "c1"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            for name in names:
+                fmt = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}.get(
+                    name.rsplit(".", 1)[1].lower(), name.rsplit(".", 1)[1].upper())
+                Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(folder / name, format=fmt)
+            (folder / "notes.txt").write_text("not an image")
+    report = inspect_dataset("imagenet", str(tmp_path), num_classes=2)
+    assert report.ok, report.problems
+    assert f"val {2 * len(names)} images in 2 classes (validation/)" in report.summary
+    cfg = _cfg("imagenet", tmp_path)
+    for split in ("train", "eval"):
+        assert classification_source(cfg, split).get_dataset_size() == 2 * len(names)
+    seen = sum(len(label) for _, label in build_classification_dataset(cfg, "eval", batch_size=5)
+               .create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert seen == 2 * len(names)
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])

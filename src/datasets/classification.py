@@ -5,21 +5,24 @@ chosen by config keys (``data.color_jitter``, ``data.cutout``, ...), not by
 model name. Normalisation constants are in RGB order for every model.
 Evaluation keeps every sample (no dropped last batch).
 """
-import glob
+import fnmatch
 import os
 
 import mindspore as ms
-import numpy as np
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as T
 import mindspore.dataset.vision as V
 
-from src.datasets.common import (CIFAR10_MEAN_RGB, CIFAR10_STD_RGB, IMAGENET_MEAN_RGB,
-                                 IMAGENET_STD_RGB, clamp_workers, require_dir, shard_kwargs)
+from src.datasets import cifar10, imagenet
+from src.datasets.cifar10 import EVAL_FOLDER as CIFAR_EVAL_FOLDER
+from src.datasets.cifar10 import TRAIN_FOLDER as CIFAR_TRAIN_FOLDER
+from src.datasets.cifar10 import read_cifar10_binary  # noqa: F401  (the CIFAR reader's home)
+from src.datasets.common import (CHECK_HINT, CIFAR10_MEAN_RGB, CIFAR10_STD_RGB, IMAGENET_MEAN_RGB,
+                                 IMAGENET_STD_RGB, clamp_workers, image_suffix_spellings,
+                                 raise_first, shard_kwargs)
 from src.errors import DataError
 
-CIFAR_TRAIN_FOLDER = "cifar-10-batches-bin"
-CIFAR_EVAL_FOLDER = "cifar-10-verify-bin"
+DATASETS = ("cifar10", "imagenet")
 
 
 def resolve_split_dir(cfg, split: str) -> str:
@@ -33,71 +36,58 @@ def resolve_split_dir(cfg, split: str) -> str:
                         f"(or --data.{split}_dir=<folder>)")
     if cfg.dataset == "cifar10":
         sub = CIFAR_TRAIN_FOLDER if split == "train" else CIFAR_EVAL_FOLDER
-        pattern = "data_batch_*.bin" if split == "train" else "test_batch*.bin"
         if os.path.isdir(os.path.join(root, sub)):
             return os.path.join(root, sub)
-        if glob.glob(os.path.join(root, pattern)):
+        if fnmatch.filter(_names(root), cifar10.split_glob(split)):
             return root  # the user pointed straight at the split folder
         return os.path.join(root, sub)
     if cfg.dataset == "imagenet":
-        names = ("train",) if split == "train" else ("val", "validation_preprocess", "validation")
-        for name in names:
-            if os.path.isdir(os.path.join(root, name)):
-                return os.path.join(root, name)
-        return os.path.join(root, names[0])
+        return imagenet.split_folder(root, split)
     raise DataError(f"dataset {cfg.dataset!r} is not a classification dataset")
 
 
-# Without a filter ImageFolderDataset tries to decode every file (README.txt, ...).
-IMAGE_EXTENSIONS = [".JPEG", ".jpeg", ".jpg", ".JPG", ".png", ".PNG", ".bmp"]
-CIFAR_RECORD_BYTES = 1 + 32 * 32 * 3  # label byte, then the R, G and B planes
-CIFAR_MAX_FILE_BYTES = 512 * 2 ** 20  # a real batch file is 30 MB; as src.datasets.check
+def _names(folder):
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
-def read_cifar10_binary(folder: str, split: str):
-    """All records of the CIFAR-10 binary split in ``folder``: (N,32,32,3) uint8, (N,) int32.
+def split_reader(cfg, split: str):
+    """The format reader of ``split`` for this config (a Cifar10Split or ImageFolderSplit)."""
+    folder = resolve_split_dir(cfg, split)
+    if cfg.dataset == "cifar10":
+        return cifar10.Cifar10Split(folder, split)
+    if cfg.dataset == "imagenet":
+        return imagenet.ImageFolderSplit(folder, split)
+    raise DataError(f"dataset {cfg.dataset!r} is not a classification dataset")
 
-    Read with numpy rather than ``Cifar10Dataset``, which only accepts files of
-    exactly 10,000 records and gives no useful message for a truncated file.
+
+def validate_for_config(cfg, splits=("train",)):
+    """Cheap problems of the config's ``splits``: layout, sizes, class counts, class sets.
+
+    Evaluation class folders are compared with the training ones whenever the
+    training folder exists, so labels cannot shift between the two.
     """
-    pattern = "data_batch_*.bin" if split == "train" else "test_batch*.bin"
-    require_dir(folder, f"CIFAR-10 {split} folder",
-                f"point --data_dir at the folder holding {CIFAR_TRAIN_FOLDER}/ and "
-                f"{CIFAR_EVAL_FOLDER}/ (python -m src.datasets.demo makes a small one)")
-    files = sorted(glob.glob(os.path.join(folder, pattern)))
-    if not files:
-        raise DataError(f"no {pattern} files in {folder!r}; it should hold the CIFAR-10 "
-                        f"binary version (check it with python -m src.datasets.check)")
-    records = []
-    for path in files:
+    readers = {split: split_reader(cfg, split) for split in splits}
+    if cfg.dataset == "cifar10":
+        problems = cifar10.class_count_problem(
+            next(iter(readers.values())).folder, cfg.num_classes) if readers else []
+        for reader in readers.values():
+            problems += reader.validate()
+        return problems
+    train = readers.get("train")
+    if train is None and "eval" in readers:
         try:
-            if not os.path.isfile(path):
-                raise DataError(f"CIFAR-10 file {path!r} is not a regular file; replace it with "
-                                f"the batch file from cifar-10-binary.tar.gz")
-            size = os.path.getsize(path)
-            if size == 0 or size % CIFAR_RECORD_BYTES or size > CIFAR_MAX_FILE_BYTES:
-                raise DataError(f"CIFAR-10 file {path!r} has {size} bytes, not a whole number of "
-                                f"{CIFAR_RECORD_BYTES}-byte records up to {CIFAR_MAX_FILE_BYTES} "
-                                f"bytes (truncated, or not CIFAR-10 binary?); download it again")
-            records.append(np.fromfile(path, dtype=np.uint8).reshape(-1, CIFAR_RECORD_BYTES))
-        except OSError as exc:
-            raise DataError(f"cannot read CIFAR-10 file {path!r} ({exc.strerror or exc})") from None
-    data = np.concatenate(records)
-    labels = data[:, 0].astype(np.int32)
-    if labels.max() > 9:
-        raise DataError(f"CIFAR-10 labels in {folder!r} go up to {labels.max()}, expected 0..9; "
-                        f"is this the CIFAR-100 binary version?")
-    images = data[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels
-
-
-def _imagenet_present(folder: str, split: str) -> None:
-    require_dir(folder, f"ImageNet {split} folder",
-                "point --data_dir at the folder holding train/ and val/ with one sub-folder "
-                "per class")
-    if not any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
-        raise DataError(f"ImageNet {split} folder {folder!r} has no class sub-folders; sort the "
-                        f"images into one folder per class (python -m src.datasets.check explains)")
+            candidate = split_reader(cfg, "train")
+        except DataError:
+            candidate = None
+        if candidate is not None and candidate.folder.is_dir():
+            train = candidate
+            problems = train.validate()
+            if any(p.is_error for p in problems):
+                train = None  # its problems are not this run's; compare only with a usable one
+    return imagenet.validate_splits(train, readers.get("eval"), cfg.num_classes)
 
 
 def cifar10_transforms(cfg, training: bool):
@@ -138,19 +128,10 @@ def imagenet_transforms(cfg, training: bool):
 
 
 def check_split_present(cfg, split: str) -> str:
-    """Fail fast (before any output is written) if ``split`` is missing; return its folder."""
-    folder = resolve_split_dir(cfg, split)
-    if cfg.dataset == "cifar10":
-        pattern = "data_batch_*.bin" if split == "train" else "test_batch*.bin"
-        require_dir(folder, f"CIFAR-10 {split} folder",
-                    f"point --data_dir at the folder holding {CIFAR_TRAIN_FOLDER}/ and "
-                    f"{CIFAR_EVAL_FOLDER}/ (python -m src.datasets.demo makes a small one)")
-        if not glob.glob(os.path.join(folder, pattern)):
-            raise DataError(f"no {pattern} files in {folder!r}; it should hold the CIFAR-10 "
-                            f"binary version (check it with python -m src.datasets.check)")
-    else:
-        _imagenet_present(folder, split)
-    return folder
+    """Fail fast (before any output is written) if ``split`` is unusable; return its folder."""
+    reader = split_reader(cfg, split)
+    raise_first(reader.validate(), f"{CHECK_HINT} --dataset {cfg.dataset} --data_dir <root>")
+    return str(reader.folder)
 
 
 def classification_source(cfg, split: str, rank: int = 0, group_size: int = 1,
@@ -162,19 +143,19 @@ def classification_source(cfg, split: str, rank: int = 0, group_size: int = 1,
     evaluation data is never sharded.
     """
     training = split == "train"
-    folder = resolve_split_dir(cfg, split)
     shuffle = training if shuffle is None else shuffle
     shard = shard_kwargs(rank, group_size) if training else {}
+    reader = split_reader(cfg, split)
     if cfg.dataset == "cifar10":
-        images, labels = read_cifar10_binary(folder, split)
+        images, labels = reader.read()
         return ds.NumpySlicesDataset({"image": images, "label": labels}, shuffle=shuffle,
                                      num_parallel_workers=1, **shard)
-    if cfg.dataset == "imagenet":
-        _imagenet_present(folder, split)
-        return ds.ImageFolderDataset(folder, num_parallel_workers=clamp_workers(
-            cfg.data.num_workers, group_size), shuffle=shuffle, decode=False,
-            extensions=IMAGE_EXTENSIONS, **shard)
-    raise DataError(f"dataset {cfg.dataset!r} is not a classification dataset")
+    raise_first(reader.validate(), f"{CHECK_HINT} --dataset imagenet --data_dir <root>")
+    # Without a filter ImageFolderDataset tries to decode every file (README.txt, ...); it
+    # matches suffixes case-sensitively, so it gets every spelling of the shared list.
+    return ds.ImageFolderDataset(str(reader.folder), num_parallel_workers=clamp_workers(
+        cfg.data.num_workers, group_size), shuffle=shuffle, decode=False,
+        extensions=image_suffix_spellings(), **shard)
 
 
 def build_classification_dataset(cfg, split: str, rank: int = 0, group_size: int = 1,

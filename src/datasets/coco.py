@@ -1,4 +1,4 @@
-"""COCO 2017 detection data: reader, training augmentation, multi-scale batches, eval pipeline.
+"""COCO 2017 detection data: format validation, reader, multi-scale batches, eval pipeline.
 
 Layout (``data.dir``)::
 
@@ -9,18 +9,19 @@ Layout (``data.dir``)::
 
 Reader rules (as upstream): category ids are mapped to contiguous classes in
 sorted id order (and back for results); crowd boxes and degenerate boxes
-(w <= 1 or h <= 1 px) are dropped; training skips images left without boxes;
-evaluation keeps every image. Images are decoded with PIL and converted to RGB
-(grayscale replicated, transparency composited over white, 16-bit scaled).
+(w <= 1 or h <= 1 px) are dropped, and so are boxes lying wholly outside
+their image; training skips images left without boxes; evaluation keeps
+every image. Images are decoded with PIL and converted to RGB (grayscale
+replicated, transparency composited over white, 16-bit scaled).
+:meth:`CocoDetectionReader.validate` lists every problem of a split (JSON
+structure, ids, boxes, image files) without decoding; ``full=True`` decodes.
 
 Training batches are built whole, by batch index, in :class:`TrainBatchSource`:
-the input size is chosen per block of ``detection.multi_scale_interval``
-batches from a seeded RNG (the same on every rank), every image gets the
-upstream augmentation (random scale/aspect crop placed on a gray canvas,
-horizontal flip, HSV jitter), then boxes are clipped/filtered and turned into
-training targets by the model's target function. Evaluation resizes to
-``image_size`` without letterbox (as upstream) and yields
-``(image, [orig_w, orig_h], image_id)``.
+the input size is chosen per block of ``multi_scale_interval`` batches from a
+seeded RNG (the same on every rank), every image goes through the model's
+per-sample transform (its augmentation), then the model's target function.
+Evaluation resizes to ``image_size`` without letterbox (as upstream) and
+yields ``(image, [orig_w, orig_h], image_id)``.
 """
 import contextlib
 import dataclasses
@@ -28,6 +29,7 @@ import io
 import json
 import math
 import os
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -36,19 +38,15 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from src.datasets.common import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, clamp_workers
-from src.datasets.demo import COCO_CATEGORIES as _COCO_CATEGORY_TABLE
-from src.errors import ConfigError, DataError
-
-# The 80 COCO 2017 categories: contiguous class k <-> COCO id COCO_CATEGORY_IDS[k].
-COCO_CATEGORY_IDS = tuple(cat_id for cat_id, _, _ in _COCO_CATEGORY_TABLE)
-COCO_CLASS_NAMES = tuple(name for _, name, _ in _COCO_CATEGORY_TABLE)
+from src.datasets.coco_categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES  # noqa: F401
+from src.datasets.common import (CHECK_HINT, DEMO_HINT, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB,
+                                 MAX_LISTED, Problem, Problems, check_images, clamp_workers,
+                                 decode_pixel_limit, file_size_problem, one_line, raise_first)
+from src.errors import DataError
 
 SPLIT_FOLDERS = {"train": "train2017", "eval": "val2017"}
-GRAY_FILL = 128                # canvas colour around the training crop (upstream)
-FLIP_PROBABILITY = 0.5
-TRAIN_INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA,
-                        cv2.INTER_LANCZOS4)
+MAX_JSON_BYTES = 2 * 2 ** 30         # instances_train2017.json is about 450 MB
+DOWNLOAD_FIX = "re-download annotations_trainval2017.zip and extract it into this folder"
 _MEAN = np.asarray(IMAGENET_MEAN_RGB, np.float32)
 _STD = np.asarray(IMAGENET_STD_RGB, np.float32)
 
@@ -87,6 +85,107 @@ def load_coco_annotations(ann_file: str) -> COCO:
                         f"{str(exc)[:200]}); it must be COCO instances JSON") from None
 
 
+def read_annotation_json(path, problems: Problems):
+    """The annotation file as a dict with images/annotations/categories lists, or None
+    after adding why it is unusable."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        problems.error(path, f"cannot read ({exc.strerror or exc})",
+                       "check the path and permissions")
+        return None
+    if size == 0:
+        problems.error(path, "annotation file is empty (0 bytes)", DOWNLOAD_FIX)
+        return None
+    if size > MAX_JSON_BYTES:
+        problems.error(path, f"{size} bytes is too large for a COCO annotation file (limit "
+                             f"{MAX_JSON_BYTES})", DOWNLOAD_FIX)
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+            if not head.startswith(b"{"):
+                problems.error(path, f"not a JSON object (starts with {head[:12]!r})",
+                               DOWNLOAD_FIX)
+                return None
+            f.seek(0)
+            doc = json.loads(f.read(size + 1).decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        problems.error(path, f"not UTF-8 text (byte {exc.start}): not a JSON file", DOWNLOAD_FIX)
+        return None
+    except json.JSONDecodeError as exc:
+        problems.error(path, f"not valid JSON ({exc.msg} at line {exc.lineno} column "
+                             f"{exc.colno})", DOWNLOAD_FIX)
+        return None
+    except (OSError, MemoryError, RecursionError, ValueError) as exc:
+        problems.error(path, f"cannot read ({type(exc).__name__}: {exc})", DOWNLOAD_FIX)
+        return None
+    if not isinstance(doc, dict):
+        problems.error(path, f"top level is a {type(doc).__name__}, not a COCO object",
+                       DOWNLOAD_FIX)
+        return None
+    bad = [k for k in ("images", "annotations", "categories") if not isinstance(doc.get(k), list)]
+    if bad:
+        problems.error(path, "missing or non-list key(s): " + ", ".join(bad) + " (a COCO "
+                             "instances file needs images, annotations and categories lists)",
+                       DOWNLOAD_FIX)
+        return None
+    return doc
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _image_entry_error(i, e):
+    if not isinstance(e, dict):
+        return f"images[{i}] is a {type(e).__name__}, not an object"
+    if not _is_int(e.get("id")):
+        return f"images[{i}]: 'id' must be an int, got {type(e.get('id')).__name__}"
+    name = e.get("file_name")
+    if not isinstance(name, str) or not name or "\0" in name:
+        return f"images[{i}] (id {e['id']}): 'file_name' must be a non-empty string"
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        return (f"images[{i}] (id {e['id']}): file_name {name!r:.80} must be a relative path "
+                f"inside the image folder")
+    for k in ("width", "height"):
+        if not _is_int(e.get(k)) or e[k] <= 0:
+            return f"images[{i}] (id {e['id']}): '{k}' must be a positive int, got {e.get(k)!r:.40}"
+    return None
+
+
+def _ann_entry_error(i, a):
+    if not isinstance(a, dict):
+        return f"annotations[{i}] is a {type(a).__name__}, not an object"
+    for k in ("image_id", "category_id"):
+        if not _is_int(a.get(k)):
+            return f"annotations[{i}]: '{k}' must be an int, got {type(a.get(k)).__name__}"
+    bbox = a.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_num(v) for v in bbox):
+        return f"annotations[{i}] (image_id {a['image_id']}): 'bbox' must be 4 numbers [x, y, w, h]"
+    if bbox[2] < 0 or bbox[3] < 0:
+        return f"annotations[{i}] (image_id {a['image_id']}): negative box size {bbox}"
+    if a.get("iscrowd", 0) not in (0, 1):
+        return f"annotations[{i}]: 'iscrowd' must be 0 or 1"
+    return None
+
+
+def _box_is_usable(ann) -> bool:
+    _, _, w, h = ann["bbox"]
+    return not ann.get("iscrowd", 0) and w > 1 and h > 1
+
+
+def _box_outside(bbox, image) -> bool:
+    """True when the box does not overlap its image at all."""
+    x, y, w, h = bbox
+    return x >= image["width"] or y >= image["height"] or x + w <= 0 or y + h <= 0
+
+
 def read_rgb(path: str) -> np.ndarray:
     """Decode an image file to ``uint8 (H, W, 3)`` RGB, whatever its mode.
 
@@ -94,12 +193,20 @@ def read_rgb(path: str) -> np.ndarray:
     transparency (RGBA, LA, palette with transparency) is composited over
     white, 16-bit images are scaled to 8 bits, CMYK/YCbCr are converted.
     """
+    reason = file_size_problem(path)
+    if reason:
+        raise DataError(f"{path}: {reason}; fix: re-download or remove it")
     try:
         with Image.open(path) as img:
             img.load()
             return _to_rgb_array(img)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode image {path!r} ({exc}); re-download or remove it") from None
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image is larger than the decoder's limit of "
+                        f"{decode_pixel_limit()} pixels (Pillow's decompression-bomb guard); "
+                        f"fix: downscale it or remove it") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot decode image {path!r} ({one_line(exc, 150)}); re-download or "
+                        f"remove it") from None
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -113,6 +220,8 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
     return np.asarray(img.convert("RGB"))
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +238,10 @@ class ImageRecord:
 class CocoDetectionReader:
     """The images and usable boxes of one COCO split, held as compact records.
 
+    :meth:`validate` lists the split's problems; ``records`` (and so every
+    data method) raises the first one. With ``strict=False`` the constructor
+    only stores the paths, for a check that wants the whole list.
+
     Args:
         image_dir: folder holding the images named in the JSON.
         ann_file: COCO instances JSON.
@@ -137,60 +250,269 @@ class CocoDetectionReader:
     """
 
     def __init__(self, image_dir: str, ann_file: str, training: bool,
-                 num_classes: Optional[int] = None):
+                 num_classes: Optional[int] = None, *, strict: bool = True):
         self.image_dir, self.ann_file, self.training = image_dir, ann_file, training
-        coco = load_coco_annotations(ann_file)
-        if not os.path.isdir(image_dir):
-            raise DataError(f"COCO image folder {image_dir!r} not found; pass "
-                            f"--data_dir=<COCO root> or "
-                            f"--data.{'train' if training else 'eval'}_dir=<folder>")
-        try:
-            records = self._index(coco, image_dir, ann_file, training, num_classes)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
-            # A malformed entry (missing key, wrong type, bad box): name it, no traceback.
-            raise DataError(f"COCO annotation file {ann_file!r} is malformed ({type(exc).__name__}: "
-                            f"{str(exc)[:200]}); list its problems with python -m "
-                            f"src.datasets.check --dataset coco --data_dir <COCO root>") from None
-        self.records: List[ImageRecord] = records
+        self.num_classes = num_classes
+        self.category_ids: Tuple[int, ...] = ()
+        self.class_names: Tuple[str, ...] = ()
+        self.decoded = 0
+        self._doc = None
+        self._cheap: Optional[List[Problem]] = None
+        self._images: Dict[int, dict] = {}
+        self._present: List[str] = []
+        self._records: Optional[List[ImageRecord]] = None
+        self.categories: Dict[int, str] = {}
+        self._listed_ids: set = set()
+        self._present_by_id: Dict[int, str] = {}
+        self._summary = ""
+        if strict:
+            _ = self.records
 
-    def _index(self, coco, image_dir, ann_file, training, num_classes) -> List[ImageRecord]:
-        self.category_ids = tuple(sorted(coco.getCatIds()))
-        if not self.category_ids:
-            raise DataError(f"{ann_file!r} lists no categories; it must be COCO instances JSON")
-        if num_classes is not None and len(self.category_ids) != num_classes:
-            raise DataError(f"{ann_file!r} has {len(self.category_ids)} categories but the config "
-                            f"says num_classes={num_classes}; pass "
-                            f"--num_classes={len(self.category_ids)}")
-        self.class_names = tuple(coco.cats[c].get("name", str(c)) for c in self.category_ids)
-        if not coco.imgs or not coco.anns:
-            what = "images" if not coco.imgs else "annotations"
-            raise DataError(f"{ann_file!r} has no {what}; a detection split needs annotated images")
+    @property
+    def split_name(self) -> str:
+        return "train" if self.training else "val"
+
+    # ------------------------------------------------------------ validation
+
+    def validate(self, full: bool = False, max_decode: Optional[int] = None) -> List[Problem]:
+        """Problems of this split; ``full`` also decodes up to ``max_decode`` images (None: all)."""
+        if self._cheap is None:
+            self._cheap = self._validate_layout()
+        problems = Problems(self._cheap)
+        self.decoded = 0
+        if full and self._present:
+            expected = {p: (self._images[i]["width"], self._images[i]["height"])
+                        for i, p in self._present_by_id.items()}
+            fix = (f"replace it from {self._folder_name()}.zip or fix its width/height in "
+                   f"{os.path.basename(self.ann_file)}")
+            self.decoded = check_images(problems, self._present, max_decode, fix, expected)
+        return problems
+
+    def _folder_name(self) -> str:
+        return os.path.basename(os.path.normpath(self.image_dir)) or "the image"
+
+    def _validate_layout(self) -> List[Problem]:
+        problems = Problems()
+        ann_path, img_dir = Path(self.ann_file), Path(self.image_dir)
+        name = ann_path.name
+        if not ann_path.is_file():
+            problems.error(ann_path, "annotation file not found (missing or not a file)",
+                           f"extract annotations_trainval2017.zip so that annotations/{name} "
+                           f"exists under --data_dir, or name the file with "
+                           f"--data.{'train' if self.training else 'eval'}_ann_file "
+                           f"(demo data: {DEMO_HINT})")
+        if not img_dir.is_dir():
+            problems.error(img_dir, "image folder not found (missing or not a folder)",
+                           f"extract {self._folder_name()}.zip under --data_dir, or name the "
+                           f"folder with --data.{'train' if self.training else 'eval'}_dir")
+        if not ann_path.is_file():
+            return problems
+        doc = read_annotation_json(ann_path, problems)
+        if doc is None:
+            return problems
+        fix_json = f"fix or regenerate {name}"
+        self._check_categories(problems, doc, ann_path, fix_json)
+        self._check_images(problems, doc, ann_path, fix_json)
+        self._check_annotations(problems, doc, ann_path, fix_json)
+        if img_dir.is_dir():
+            self._check_files(problems, img_dir, name)
+        self._doc = None if any(p.is_error for p in problems) else doc
+        return problems
+
+    def _check_categories(self, problems, doc, ann_path, fix_json):
+        cats, malformed, first_index, duplicated = {}, [], {}, []
+        for i, c in enumerate(doc["categories"]):
+            if isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str):
+                if c["id"] in cats:
+                    duplicated.append((c["id"], first_index[c["id"]], i))
+                else:
+                    first_index[c["id"]] = i
+                cats[c["id"]] = c["name"]
+            else:
+                malformed.append(f"categories[{i}] needs an int 'id' and a string 'name'")
+        if malformed:
+            problems.error(ann_path, f"{len(malformed)} malformed category entries (first: "
+                                     f"{malformed[0]})", fix_json)
+        if duplicated:
+            cat_id, first, again = duplicated[0]
+            problems.error(ann_path, f"{len(duplicated)} duplicated category id(s) (first: id "
+                                     f"{cat_id} in categories[{first}] and categories[{again}]); "
+                                     f"class indices would be ambiguous",
+                           f"give every category its own id in {ann_path.name}")
+        if not cats:
+            problems.error(ann_path, "lists no categories", fix_json)
+        self.categories = cats
+        self.category_ids = tuple(sorted(cats))
+        self.class_names = tuple(cats[c] for c in self.category_ids)
+        if cats and self.num_classes is not None and len(cats) != self.num_classes:
+            problems.error(ann_path, f"lists {len(cats)} categories but num_classes is "
+                                     f"{self.num_classes}",
+                           f"set num_classes: {len(cats)} (--num_classes={len(cats)})")
+
+    def _check_images(self, problems, doc, ann_path, fix_json):
+        images, bad, dup, self._listed_ids = {}, [], [], set()
+        for i, e in enumerate(doc["images"]):
+            if isinstance(e, dict) and _is_int(e.get("id")):
+                self._listed_ids.add(e["id"])
+            err = _image_entry_error(i, e)
+            if err:
+                bad.append(err)
+            elif e["id"] in images:
+                dup.append(e["id"])
+            else:
+                images[e["id"]] = e
+        if bad:
+            problems.error(ann_path, f"{len(bad)} of {len(doc['images'])} image entries are "
+                                     f"malformed (first: {bad[0]})", fix_json)
+        if dup:
+            problems.error(ann_path, f"{len(dup)} duplicate image ids (first: {dup[0]})", fix_json)
+        if not doc["images"]:
+            problems.error(ann_path, "lists no images; a detection split needs annotated images",
+                           fix_json)
+        self._images = images
+
+    def _check_annotations(self, problems, doc, ann_path, fix_json):
+        images, cats, anns = self._images, self.categories, doc["annotations"]
+        bad, orphan, unknown = [], [], []
+        crowd = degenerate = sticking_out = usable = 0
+        outside, usable_images = [], set()
+        for i, a in enumerate(anns):
+            err = _ann_entry_error(i, a)
+            if err:
+                bad.append(err)
+                continue
+            if a["image_id"] not in images:
+                if a["image_id"] not in self._listed_ids:  # else its entry is malformed (reported)
+                    orphan.append(a)
+                continue
+            if cats and a["category_id"] not in cats:
+                unknown.append(a)
+                continue
+            x, y, w, h = a["bbox"]
+            img = images[a["image_id"]]
+            if x < -1 or y < -1 or x + w > img["width"] + 1 or y + h > img["height"] + 1:
+                sticking_out += 1
+            if a.get("iscrowd", 0) == 1:
+                crowd += 1
+            elif w <= 1 or h <= 1:
+                degenerate += 1
+            elif _box_outside(a["bbox"], img):
+                outside.append(a)
+            else:
+                usable += 1
+                usable_images.add(a["image_id"])
+        if not anns:
+            problems.error(ann_path, "has no annotations (empty 'annotations' list)",
+                           "use the instances_*.json file, not image_info_*.json or captions_*.json")
+        if bad:
+            problems.error(ann_path, f"{len(bad)} of {len(anns)} annotation entries are malformed "
+                                     f"(first: {bad[0]})", fix_json)
+        if orphan:
+            problems.error(ann_path, f"{len(orphan)} annotations refer to image ids that are not "
+                                     f"in 'images' (first: annotation id "
+                                     f"{orphan[0].get('id')!r:.20} -> image_id "
+                                     f"{orphan[0]['image_id']})", fix_json)
+        if unknown:
+            problems.error(ann_path, f"{len(unknown)} annotations use category ids not in "
+                                     f"'categories' (first: {unknown[0]['category_id']})",
+                           f"add the missing categories to {ann_path.name} or fix the "
+                           f"annotations' category_id")
+        if outside:
+            first = outside[0]
+            text = (f"{len(outside)} of {len(outside) + usable} boxes lie wholly outside their "
+                    f"image (first: annotation id {first.get('id')!r:.20} of image "
+                    f"{first['image_id']}, bbox {first['bbox']} on "
+                    f"{images[first['image_id']]['width']}x"
+                    f"{images[first['image_id']]['height']})")
+            if usable:
+                problems.warn(ann_path, text + "; they are ignored",
+                              f"fix their bbox or the image's width/height in {ann_path.name}")
+            else:
+                problems.error(ann_path, text + ": there is nothing to learn from or score",
+                               f"fix the boxes (COCO bbox is [x, y, width, height] in pixels) or "
+                               f"the images' width/height in {ann_path.name}")
+        elif (self.training and anns and images and not usable and not bad and not unknown):
+            problems.error(ann_path, "no image has a usable box (all are crowd or at most 1 px "
+                                     "wide/high), so training has nothing to learn from", fix_json)
+        if sticking_out:
+            problems.warn(ann_path, f"{sticking_out} {self.split_name} boxes extend more than "
+                                    f"1 px outside their image")
+        extras = []
+        if crowd:
+            extras.append(f"{crowd} crowd")
+        if degenerate:
+            extras.append(f"{degenerate} degenerate box{'es' * (degenerate != 1)}")
+        self._summary = (f"{self.split_name} {len(images)} images / {len(anns)} annotations"
+                         + (f" ({', '.join(extras)})" if extras else ""))
+
+    def _check_files(self, problems, img_dir, ann_name):
+        try:
+            on_disk = set(os.listdir(img_dir))
+        except OSError as exc:
+            problems.error(img_dir, f"cannot list the image folder ({exc.strerror or exc})",
+                           "check the path and its permissions")
+            return
+        missing, unusable, self._present_by_id = [], [], {}
+        for image_id in sorted(self._images):
+            path = os.path.join(img_dir, self._images[image_id]["file_name"])
+            if self._images[image_id]["file_name"] not in on_disk and not os.path.isfile(path):
+                missing.append(path)
+                continue
+            reason = file_size_problem(path)
+            if reason:
+                unusable.append((path, reason))
+            self._present_by_id[image_id] = path
+        self._present = list(self._present_by_id.values())
+        folder = self._folder_name()
+        problems.listed(missing, MAX_LISTED,
+                        lambda p: (p, f"image listed in {ann_name} does not exist",
+                                   f"restore it from {folder}.zip or remove its entry from the "
+                                   f"JSON"),
+                        img_dir, f"missing images, {len(missing)} in all",
+                        f"restore the {folder} images or regenerate {ann_name}")
+        problems.listed(unusable, MAX_LISTED,
+                        lambda u: (u[0], u[1], f"replace it from {folder}.zip or remove its entry "
+                                               f"from {ann_name}"),
+                        img_dir, "unreadable image files", f"replace them from {folder}.zip")
+
+    def summary(self) -> str:
+        """What :meth:`validate` found, e.g. ``train 48 images / 129 annotations``."""
+        return self._summary
+
+    # ------------------------------------------------------------ data
+
+    @property
+    def records(self) -> List[ImageRecord]:
+        """Usable images in id order (raises the first problem of :meth:`validate`)."""
+        if self._records is None:
+            raise_first(self.validate(), f"{CHECK_HINT} --dataset coco --data_dir <COCO root>")
+            try:
+                self._records = self._index()
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+                    OverflowError) as exc:
+                raise DataError(f"COCO annotation file {self.ann_file!r} is malformed "
+                                f"({type(exc).__name__}: {str(exc)[:200]}); list its problems "
+                                f"with {CHECK_HINT} --dataset coco --data_dir <COCO root>") from None
+            self._doc = None  # the records hold everything needed; free the parsed JSON
+        return self._records
+
+    def _index(self) -> List[ImageRecord]:
+        doc, images = self._doc, self._images
         class_of = {cat: k for k, cat in enumerate(self.category_ids)}
-        on_disk = set(os.listdir(image_dir))
-        records, missing = [], []
-        for image_id in sorted(coco.getImgIds()):
-            info = coco.imgs[image_id]
-            name = info["file_name"]
-            if (not isinstance(name, str) or not name or "\0" in name or os.path.isabs(name)
-                    or ".." in name.replace("\\", "/").split("/")):
-                raise DataError(f"{ann_file!r}: image id {image_id!r} has file_name {name!r:.80}; "
-                                f"it must be a relative path inside the image folder")
-            if name not in on_disk and not os.path.isfile(os.path.join(image_dir, name)):
-                missing.append(name)
+        per_image: Dict[int, list] = {}
+        for ann in doc["annotations"]:
+            per_image.setdefault(ann["image_id"], []).append(ann)
+        records = []
+        for image_id in sorted(images):
+            info = images[image_id]
+            boxes = usable_boxes(per_image.get(image_id, []), class_of, info)
+            if self.training and len(boxes) == 0:
                 continue
-            boxes = usable_boxes(coco.imgToAnns.get(image_id, []), class_of)
-            if training and len(boxes) == 0:
-                continue
-            records.append(ImageRecord(int(image_id), os.path.join(image_dir, name),
-                                       int(info.get("width", 0)), int(info.get("height", 0)),
-                                       boxes))
-        if missing:
-            raise DataError(f"{len(missing)} image(s) listed in {ann_file!r} are missing from "
-                            f"{image_dir!r} (first: {missing[0]!r}); point the image folder and "
-                            f"the annotation file at the same split")
+            records.append(ImageRecord(int(image_id), self._present_by_id[image_id],
+                                       int(info["width"]), int(info["height"]), boxes))
         if not records:
-            raise DataError(f"no usable annotated images in {ann_file!r} (crowd and boxes of "
-                            f"1 px or less are ignored)")
+            raise DataError(f"no usable annotated images in {self.ann_file!r} (crowd boxes, boxes "
+                            f"of 1 px or less and boxes outside their image are ignored)")
         return records
 
     def __len__(self):
@@ -202,19 +524,21 @@ class CocoDetectionReader:
         return read_rgb(record.path), record.boxes.copy()
 
 
-def usable_boxes(annotations: Sequence[Dict], class_of: Dict[int, int]) -> np.ndarray:
-    """``(n, 5)`` float32 ``x1, y1, x2, y2, class`` of non-crowd boxes larger than 1 px."""
+def usable_boxes(annotations: Sequence[Dict], class_of: Dict[int, int],
+                 image: Optional[Dict] = None) -> np.ndarray:
+    """``(n, 5)`` float32 ``x1, y1, x2, y2, class`` of non-crowd boxes larger than 1 px
+    (and, given the ``image`` entry, overlapping it)."""
     rows = []
     for ann in annotations:
         bbox = ann["bbox"]
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                        for v in bbox)):
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_num(v) for v in bbox)):
             raise ValueError(f"annotation {ann.get('id')!r:.20} of image {ann.get('image_id')!r:.20} "
                              f"has bbox {bbox!r:.60}; expected 4 finite numbers [x, y, w, h]")
-        x, y, w, h = bbox
-        if ann.get("iscrowd", 0) or w <= 1 or h <= 1 or ann["category_id"] not in class_of:
+        if not _box_is_usable(ann) or ann["category_id"] not in class_of:
             continue
+        if image is not None and _box_outside(bbox, image):
+            continue
+        x, y, w, h = bbox
         rows.append((x, y, x + w, y + h, class_of[ann["category_id"]]))
     with np.errstate(over="ignore"):
         boxes = np.asarray(rows, np.float32).reshape(-1, 5)
@@ -228,18 +552,77 @@ _READERS: Dict[Tuple, CocoDetectionReader] = {}
 
 def cached_reader(image_dir: str, ann_file: str, training: bool,
                   num_classes: Optional[int]) -> CocoDetectionReader:
-    """A reader shared by every epoch (parsing the train JSON takes tens of seconds)."""
+    """A reader shared by the check and every epoch (parsing the train JSON takes tens of
+    seconds); not yet validated."""
     stamp = os.path.getmtime(ann_file) if os.path.isfile(ann_file) else None
     key = (os.path.abspath(image_dir), os.path.abspath(ann_file), stamp, training, num_classes)
     if key not in _READERS:
-        _READERS[key] = CocoDetectionReader(image_dir, ann_file, training, num_classes)
+        _READERS[key] = CocoDetectionReader(image_dir, ann_file, training, num_classes,
+                                            strict=False)
     return _READERS[key]
 
 
 def reader_for(cfg, split: str) -> CocoDetectionReader:
-    """The (cached) reader of ``split`` for this config."""
+    """The (cached) validated reader of ``split`` for this config."""
     image_dir, ann_file = coco_split_paths(cfg, split)
-    return cached_reader(image_dir, ann_file, split == "train", cfg.num_classes)
+    reader = cached_reader(image_dir, ann_file, split == "train", cfg.num_classes)
+    _ = reader.records
+    return reader
+
+
+def category_problems(train: CocoDetectionReader, other: CocoDetectionReader) -> List[Problem]:
+    """A problem when the two splits' category tables differ (class indices would not match)."""
+    if train.categories and other.categories and train.categories != other.categories:
+        return [Problem.make(other.ann_file, f"categories differ from "
+                                             f"{os.path.basename(train.ann_file)}, so class "
+                                             f"indices would not match between train and eval",
+                             "use annotation files from the same COCO release")]
+    return []
+
+
+def validate_for_config(cfg, splits=("train",)) -> List[Problem]:
+    """Cheap problems of the config's ``splits`` (and their category tables agree)."""
+    readers = {}
+    for split in splits:
+        image_dir, ann_file = coco_split_paths(cfg, split)
+        readers[split] = cached_reader(image_dir, ann_file, split == "train", cfg.num_classes)
+    problems = [p for r in readers.values() for p in r.validate()]
+    if len(readers) == 2 and not any(p.is_error for p in problems):
+        problems += category_problems(readers["train"], readers["eval"])
+    return problems
+
+
+def validate_root(root, num_classes=None, splits=("train", "eval"), full=False, max_decode=None):
+    """Problems and summary of a COCO ``root``; ``(problems, summary parts, readers)``."""
+    root = Path(root)
+    problems, readers, decoded = Problems(), [], 0
+    for split in ("train", "eval"):
+        if split not in splits:
+            continue
+        folder = SPLIT_FOLDERS[split]
+        reader = CocoDetectionReader(str(root / folder),
+                                     str(root / "annotations" / f"instances_{folder}.json"),
+                                     split == "train", strict=False)
+        budget = None if max_decode is None else max(0, max_decode - decoded)
+        problems += reader.validate(full, budget)
+        decoded += reader.decoded
+        readers.append(reader)
+    parsed = [r for r in readers if r.summary()]
+    if len(parsed) == 2:
+        problems += category_problems(*parsed)
+    cats = next((r for r in parsed if r.categories), None)
+    if cats is not None and num_classes is not None and len(cats.categories) != num_classes:
+        problems.error(cats.ann_file, f"lists {len(cats.categories)} categories but num_classes "
+                                      f"is {num_classes}", f"set num_classes: "
+                                                           f"{len(cats.categories)} "
+                                                           f"(--num_classes="
+                                                           f"{len(cats.categories)})")
+    parts = [r.summary() for r in parsed]
+    if cats is not None:
+        parts.append(f"{len(cats.categories)} categories")
+    if full:
+        parts.append(f"{decoded} images decoded")
+    return problems, [", ".join(parts)] if parts else [], readers
 
 
 def class_catalog(cfg) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
@@ -277,114 +660,6 @@ def preprocess_for_inference(image: np.ndarray, input_hw: Sequence[int]) -> np.n
     return to_network_input(resized)
 
 
-def _between(rng, low: float, high: float) -> float:
-    """Uniform in [low, high) or (high, low] (numpy's Generator.uniform refuses high < low)."""
-    return low + (high - low) * rng.random()
-
-
-def random_crop_on_canvas(image: np.ndarray, boxes: np.ndarray, out_hw: Sequence[int],
-                          jitter: float, rng, scale_range: Sequence[float] = (0.25, 2.0)
-                          ) -> Tuple[np.ndarray, np.ndarray]:
-    """Resize to a random scale and aspect, place at a random offset on a gray canvas.
-
-    Aspect = image aspect x U(1-j, 1+j) / U(1-j, 1+j); the longer side is
-    U(scale_range) times the canvas side (upstream: 0.25 to 2). The image may
-    stick out of the canvas (cropped) or leave gray borders. Boxes are moved
-    with it (not yet clipped).
-    """
-    out_h, out_w = int(out_hw[0]), int(out_hw[1])
-    in_h, in_w = image.shape[:2]
-    stretch = _between(rng, 1 - jitter, 1 + jitter) / _between(rng, 1 - jitter, 1 + jitter)
-    aspect = (in_w / in_h) * stretch
-    scale = _between(rng, *scale_range)
-    if aspect < 1:
-        new_h = max(1, int(scale * out_h))
-        new_w = max(1, int(new_h * aspect))
-    else:
-        new_w = max(1, int(scale * out_w))
-        new_h = max(1, int(new_w / aspect))
-    dx = int(_between(rng, 0, out_w - new_w))
-    dy = int(_between(rng, 0, out_h - new_h))
-    interpolation = TRAIN_INTERPOLATIONS[int(rng.integers(len(TRAIN_INTERPOLATIONS)))]
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    canvas = np.full((out_h, out_w, 3), GRAY_FILL, np.uint8)
-    # Intersection of the placed image with the canvas, in both coordinate frames.
-    x0, y0 = max(dx, 0), max(dy, 0)
-    x1, y1 = min(dx + new_w, out_w), min(dy + new_h, out_h)
-    if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = resized[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
-    boxes = boxes.copy()
-    boxes[:, [0, 2]] = boxes[:, [0, 2]] * (new_w / in_w) + dx
-    boxes[:, [1, 3]] = boxes[:, [1, 3]] * (new_h / in_h) + dy
-    return canvas, boxes
-
-
-def horizontal_flip(image: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Mirror the image and its boxes left-right."""
-    width = image.shape[1]
-    boxes = boxes.copy()
-    boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
-    return np.ascontiguousarray(image[:, ::-1]), boxes
-
-
-def hsv_jitter(image: np.ndarray, hue: float, saturation: float, value: float, rng) -> np.ndarray:
-    """Random hue shift (+-hue turns) and saturation/value factors (U(1, s) or its inverse)."""
-    hue_shift = _between(rng, -hue, hue)
-    sat = _between(rng, 1, saturation) if rng.random() < 0.5 else 1 / _between(rng, 1, saturation)
-    val = _between(rng, 1, value) if rng.random() < 0.5 else 1 / _between(rng, 1, value)
-    if hue_shift == 0 and sat == 1 and val == 1:
-        return image
-    hsv = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)  # H in [0, 360)
-    hsv[..., 0] = np.mod(hsv[..., 0] + hue_shift * 360.0, 360.0)
-    hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0.0, 1.0)
-    hsv[..., 2] = np.clip(hsv[..., 2] * val, 0.0, 1.0)
-    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def clip_boxes(boxes: np.ndarray, out_hw: Sequence[int], max_boxes: int, rng) -> np.ndarray:
-    """Clip boxes to the canvas, drop those 1 px or thinner, keep at most ``max_boxes`` (random)."""
-    boxes = boxes.copy()
-    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, out_hw[1])
-    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, out_hw[0])
-    boxes = boxes[((boxes[:, 2] - boxes[:, 0]) > 1) & ((boxes[:, 3] - boxes[:, 1]) > 1)]
-    if len(boxes) > max_boxes:
-        boxes = boxes[rng.permutation(len(boxes))[:max_boxes]]
-    return boxes
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentSettings:
-    """Training augmentation strengths (the ``detection.*`` keys)."""
-
-    jitter: float = 0.3
-    crop_scale: Tuple[float, float] = (0.25, 2.0)
-    hue: float = 0.015
-    saturation: float = 1.5
-    value: float = 0.4
-    max_boxes: int = 90
-
-    @classmethod
-    def from_config(cls, cfg) -> "AugmentSettings":
-        """Settings from the config; ConfigError for an unusable crop_scale."""
-        d = cfg.detection
-        if len(d.crop_scale) != 2 or not 0 < d.crop_scale[0] <= d.crop_scale[1]:
-            raise ConfigError(f"detection.crop_scale must be [min, max] with 0 < min <= max, "
-                              f"got {list(d.crop_scale)}")
-        return cls(jitter=d.jitter, crop_scale=tuple(d.crop_scale), hue=d.hue,
-                   saturation=d.saturation, value=d.value, max_boxes=d.max_boxes)
-
-
-def augment(image: np.ndarray, boxes: np.ndarray, out_hw: Sequence[int],
-            settings: AugmentSettings, rng) -> Tuple[np.ndarray, np.ndarray]:
-    """The full training augmentation of one image at input size ``out_hw``."""
-    image, boxes = random_crop_on_canvas(image, boxes, out_hw, settings.jitter, rng,
-                                         settings.crop_scale)
-    if rng.random() < FLIP_PROBABILITY:
-        image, boxes = horizontal_flip(image, boxes)
-    image = hsv_jitter(image, settings.hue, settings.saturation, settings.value, rng)
-    return image, clip_boxes(boxes, out_hw, settings.max_boxes, rng)
-
 
 # ---------------------------------------------------------------- training batches
 
@@ -393,6 +668,20 @@ def training_sizes(cfg) -> List[Tuple[int, int]]:
     if cfg.detection.multi_scale:
         return [(int(s), int(s)) for s in cfg.detection.multi_scale]
     return [(int(cfg.image_size[0]), int(cfg.image_size[1]))]
+
+
+def resize_sample(image: np.ndarray, boxes: np.ndarray, out_hw: Sequence[int], rng=None
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """The transform without augmentation: plain resize to ``out_hw``, boxes scaled with it."""
+    del rng
+    in_h, in_w = image.shape[:2]
+    out_h, out_w = int(out_hw[0]), int(out_hw[1])
+    resized = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]] * (out_w / in_w), 0, out_w)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]] * (out_h / in_h), 0, out_h)
+    keep = ((boxes[:, 2] - boxes[:, 0]) > 1) & ((boxes[:, 3] - boxes[:, 1]) > 1)
+    return resized, boxes[keep]
 
 
 def batch_input_size(batch_index: int, sizes: Sequence[Tuple[int, int]], interval: int,
@@ -416,18 +705,19 @@ class TrainBatchSource:
         reader: the training split.
         batch_size: images per batch on this rank.
         sizes, size_interval: multi-scale input sizes and batches per size.
-        settings: augmentation strengths.
+        transform: ``f(image, boxes, input_hw, rng) -> (image, boxes)``, the model's
+            per-sample augmentation.
         make_targets: ``f(boxes (n, 5), input_hw) -> tuple of arrays`` (the model's targets).
         rank, group_size: this process's place in data-parallel training.
         seed: epoch seed (order, sizes and augmentation).
     """
 
     def __init__(self, reader: CocoDetectionReader, batch_size: int,
-                 sizes: Sequence[Tuple[int, int]], size_interval: int, settings: AugmentSettings,
+                 sizes: Sequence[Tuple[int, int]], size_interval: int, transform: Callable,
                  make_targets: Callable, rank: int = 0, group_size: int = 1, seed: int = 0):
         self.reader, self.batch_size = reader, int(batch_size)
         self.sizes, self.size_interval = list(sizes), int(size_interval)
-        self.settings, self.make_targets = settings, make_targets
+        self.transform, self.make_targets = transform, make_targets
         self.rank, self.seed = int(rank), int(seed)
         order = np.random.default_rng([self.seed, 0]).permutation(len(reader))
         # Pad by wrapping around so every rank gets the same number of images.
@@ -452,7 +742,7 @@ class TrainBatchSource:
         start = batch_index * self.batch_size
         for index in self.indices[start:start + self.batch_size]:
             image, boxes = self.reader.load(int(index))
-            image, boxes = augment(image, boxes, input_hw, self.settings, rng)
+            image, boxes = self.transform(image, boxes, input_hw, rng)
             sample = (to_network_input(image),) + tuple(self.make_targets(boxes, input_hw))
             columns = [[] for _ in sample] if columns is None else columns
             for column, value in zip(columns, sample):
@@ -461,11 +751,18 @@ class TrainBatchSource:
 
 
 def build_train_dataset(cfg, make_targets: Callable, target_columns: Sequence[str], rank: int = 0,
-                        group_size: int = 1, seed: int = 0) -> ds.GeneratorDataset:
-    """Batched training pipeline: ``(image, *target_columns)``, one batch per row."""
+                        group_size: int = 1, seed: int = 0,
+                        transform: Optional[Callable] = None) -> ds.GeneratorDataset:
+    """Batched training pipeline: ``(image, *target_columns)``, one batch per row.
+
+    ``transform(image, boxes, input_hw, rng) -> (image, boxes)`` is the model's
+    per-sample augmentation (default: :func:`resize_sample`, none);
+    ``make_targets(boxes, input_hw)`` its training targets. Both must pickle
+    (module-level functions, partials or dataclass instances) for data workers.
+    """
     reader = reader_for(cfg, "train")
     source = TrainBatchSource(reader, cfg.batch_size, training_sizes(cfg),
-                              cfg.detection.multi_scale_interval, AugmentSettings.from_config(cfg),
+                              cfg.detection.multi_scale_interval, transform or resize_sample,
                               make_targets, rank, group_size, seed)
     if len(source) == 0:
         raise DataError(f"the training split has {len(reader)} usable image(s) per "

@@ -121,9 +121,9 @@ def spec_config(spec: Dict):
 
 
 def image_extensions() -> List[str]:
-    """File endings counted as images (the same list as the ImageNet reader)."""
-    from src.datasets.classification import IMAGE_EXTENSIONS  # pylint: disable=C0415
-    return list(IMAGE_EXTENSIONS)
+    """File endings counted as images: every letter case of the readers' one list."""
+    from src.datasets.common import image_suffix_spellings  # pylint: disable=C0415
+    return image_suffix_spellings()
 
 
 def app_flags(spec: Dict) -> List[str]:

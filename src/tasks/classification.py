@@ -5,16 +5,17 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from src.datasets.classification import build_classification_dataset, check_split_present
+from src.datasets.check import check_data_or_raise
+from src.datasets.classification import build_classification_dataset
 from src.losses import LabelSmoothingCrossEntropy
 
 PRIMARY_METRIC = "top_1_accuracy"
 
 
 def check_inputs(cfg, splits=("train",)):
-    """Raise a DataError now if a needed split is missing (before outputs are written)."""
-    for split in splits:
-        check_split_present(cfg, split)
+    """Raise a DataError now if a needed split is unusable or contradicts the config
+    (before outputs are written)."""
+    check_data_or_raise(cfg, splits)
 
 
 def train_dataset(cfg, ctx, seed: int):

@@ -13,8 +13,10 @@ import time
 import mindspore as ms
 
 from src.coco_eval import coco_evaluate
+from src.datasets.check import check_data_or_raise
 from src.datasets.coco import build_eval_dataset, build_train_dataset, reader_for
 from src.utils.logging import format_duration
+from src.yolov3_tiny.augment import AugmentSettings
 from src.yolov3_tiny.loss import YoloInference, YoloWithLoss
 from src.yolov3_tiny.postprocess import DetectionSettings, detect, to_coco_results
 from src.yolov3_tiny.targets import STRIDES, assign_targets
@@ -40,14 +42,14 @@ def target_function(cfg):
 
 def check_inputs(cfg, splits=("train",)):
     """Raise a DataError now if a split's images or annotations are unusable (before outputs)."""
-    for split in splits:
-        reader_for(cfg, split)  # loads and checks the annotations and image files, cached
+    check_data_or_raise(cfg, splits)  # the readers' cheap checks; parsed once, cached
 
 
 def train_dataset(cfg, ctx, seed: int):
     """This rank's augmented, multi-scale training batches for one epoch."""
     return build_train_dataset(cfg, target_function(cfg), TARGET_COLUMNS, rank=ctx.rank,
-                               group_size=ctx.group_size, seed=seed)
+                               group_size=ctx.group_size, seed=seed,
+                               transform=AugmentSettings.from_config(cfg))
 
 
 def eval_dataset(cfg, ctx=None, batch_size: int = None):
