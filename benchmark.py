@@ -31,6 +31,7 @@ import time
 
 import src  # noqa: F401  (CPU performance setup before MindSpore loads)
 from src.cli import REPO_ROOT
+from src.errors import ZooError
 
 # Benchmark recipe per model: config, input size, batch (full and --quick).
 BENCHMARKS = {
@@ -305,13 +306,46 @@ def environment() -> dict:
             "python": platform.python_version()}
 
 
+def check_arguments(args, names):
+    """{model: (image side, batch)} after checking every argument; ZooError naming the bad one."""
+    from src.config import MAX_BATCH, MAX_IMAGE_SIDE  # pylint: disable=import-outside-toplevel
+    from src.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
+    if args.repeats is not None and not 1 <= args.repeats <= 1000:
+        raise ConfigError(f"--repeats must be between 1 and 1000, got {args.repeats}")
+    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_BATCH:
+        raise ConfigError(f"--batch_size must be between 1 and {MAX_BATCH}, got {args.batch_size}")
+    if args.image_size is not None and not 16 <= args.image_size <= MAX_IMAGE_SIDE:
+        raise ConfigError(f"--image_size must be between 16 and {MAX_IMAGE_SIDE}, "
+                          f"got {args.image_size}")
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ConfigError(f"--json {args.json!r} cannot be written (is the folder {folder!r} "
+                              f"there and writable?); pass another path")
+    sizes = {}
+    for name in names:
+        recipe = BENCHMARKS[name]
+        size = recipe["quick_size" if args.quick else "size"]
+        size = size if args.image_size is None else args.image_size
+        batch = recipe["quick_batch" if args.quick else "batch"]
+        batch = batch if args.batch_size is None else args.batch_size
+        try:
+            get_model_spec(name).check_image_size([size, size])
+        except ConfigError as exc:
+            raise ConfigError(f"--image_size {size}: {exc}") from None
+        sizes[name] = (size, batch)
+    return sizes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all", help="model name or 'all'")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (CI)")
-    parser.add_argument("--image_size", type=int, default=0, help="override the input size")
-    parser.add_argument("--batch_size", type=int, default=0, help="override the batch")
-    parser.add_argument("--repeats", type=int, default=0, help="timed repeats (default 5, quick 2)")
+    parser.add_argument("--image_size", type=int, default=None, help="override the input size")
+    parser.add_argument("--batch_size", type=int, default=None, help="override the batch")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats (default 5, quick 2)")
     parser.add_argument("--json", default="", help="also write the results as JSON here")
     parser.add_argument("--mindcv", action="store_true",
                         help="also time MindCV 0.3.0's mobilenet_v1_100 / vgg16 training step")
@@ -324,15 +358,19 @@ def main(argv=None) -> int:
         print(f"error: unknown model {unknown[0]!r}; choose from {list(BENCHMARKS)} or all",
               file=sys.stderr)
         return 2
-    repeats = args.repeats or (2 if args.quick else 5)
+    try:
+        sizes = check_arguments(args, names)
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     peer = pytorch_peer() if args.peer == "pytorch" else None
     from src.config import load_config  # pylint: disable=import-outside-toplevel
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in names:
             recipe = BENCHMARKS[name]
-            size = args.image_size or recipe["quick_size" if args.quick else "size"]
-            batch = args.batch_size or recipe["quick_batch" if args.quick else "batch"]
+            size, batch = sizes[name]
             rival = None
             if args.mindcv:
                 recipe_cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]))

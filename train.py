@@ -42,7 +42,9 @@ def main(argv) -> int:
     ensure_demo_data_if_asked(cfg)
     from src.registry import get_model_spec
     from src.tasks import get_task
-    task = get_task(get_model_spec(cfg.model).task)
+    spec = get_model_spec(cfg.model)
+    spec.check_image_size(cfg.image_size)  # before the run folder exists
+    task = get_task(spec.task)
     needed = ("train", "eval") if cfg.checkpoint.eval_every_epochs > 0 else ("train",)
     task.check_inputs(cfg, needed)
     ctx = setup_device(cfg.device_target, cfg.device_id, cfg.mode, cfg.distributed)

@@ -18,9 +18,9 @@ arguments to :func:`load_config` explicitly.
 import argparse
 import copy
 import dataclasses
-import difflib
 import math
 import os
+import reprlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
@@ -32,6 +32,17 @@ DEVICES = ("Ascend", "GPU", "CPU")
 # cube of the bracket nesting depth). Real configs are a few KB and 3 levels deep.
 MAX_CONFIG_BYTES = 1 << 20
 MAX_YAML_NESTING = 64
+# An alias bomb (anchors of anchors) is small text whose expansion is huge:
+# aliases, the expanded node count and the expanded depth are all bounded.
+MAX_YAML_ALIASES = 64
+MAX_YAML_NODES = 10000
+# Ranges of the numeric keys, checked before anything is allocated.
+MAX_EPOCHS = 100000
+MAX_BATCH = 65536
+MAX_CLASSES = 100000
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 16, 4096
+MAX_WORKERS = 1024
+MAX_STEPS = 10 ** 9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +56,8 @@ class Key:
     item_type: type = None  # element type of list values
     per_device: bool = False  # value may be {Ascend: .., GPU: .., CPU: ..}
     value_aliases: Dict[str, Any] = None  # e.g. imagenet2012 -> imagenet
+    low: float = None  # inclusive range of a number (each item of a list of numbers)
+    high: float = None
 
     def value_type(self):
         return self.type or type(self.default)
@@ -56,17 +69,18 @@ SCHEMA: Dict[str, Any] = {
     "model": Key("mobilenetv1", "network name (see src/registry.py)"),
     "dataset": Key("cifar10", "dataset format", choices=("cifar10", "imagenet", "coco"),
                    value_aliases={"imagenet2012": "imagenet", "coco2017": "coco"}),
-    "num_classes": Key(10, "number of classes the network predicts"),
-    "image_size": Key([224, 224], "network input [height, width]", type=list, item_type=int),
+    "num_classes": Key(10, "number of classes the network predicts", low=2, high=MAX_CLASSES),
+    "image_size": Key([224, 224], "network input [height, width]", type=list, item_type=int,
+                      low=MIN_IMAGE_SIDE, high=MAX_IMAGE_SIDE),
     "net": Key({}, "network options of the chosen model (checked against its builder)", type=dict),
     # --- device ------------------------------------------------------------
     "device_target": Key("CPU", "backend", choices=DEVICES),
-    "device_id": Key(-1, "device index; -1 = env DEVICE_ID or 0"),
+    "device_id": Key(-1, "device index; -1 = env DEVICE_ID or 0", low=-1, high=4095),
     "mode": Key("graph", "MindSpore execution mode", choices=("graph", "pynative")),
     "amp_level": Key({"Ascend": "O2", "GPU": "O2", "CPU": "O0"},
                      "mixed precision level", type=str, choices=("O0", "O1", "O2", "O3"),
                      per_device=True),
-    "seed": Key(1, "random seed for weights, data order and augmentation"),
+    "seed": Key(1, "random seed for weights, data order and augmentation", low=0, high=2 ** 32 - 1),
     # --- data --------------------------------------------------------------
     "data": {
         "dir": Key("", "dataset root (standard sub-folders are found inside it)"),
@@ -76,21 +90,24 @@ SCHEMA: Dict[str, Any] = {
         "eval_ann_file": Key("", "COCO evaluation annotations; empty = derived from data.dir"),
         "num_workers": Key({"Ascend": 8, "GPU": 8, "CPU": 2},
                            "data workers per process (clamped to the cores)", type=int,
-                           per_device=True),
-        "eval_batch_size": Key(0, "evaluation batch size; 0 = batch_size"),
-        "resize_eval": Key(256, "eval resize (shorter side) before the center crop; ImageNet"),
+                           per_device=True, low=0, high=MAX_WORKERS),
+        "eval_batch_size": Key(0, "evaluation batch size; 0 = batch_size", low=0, high=MAX_BATCH),
+        "resize_eval": Key(256, "eval resize (shorter side) before the center crop; ImageNet",
+                           low=MIN_IMAGE_SIDE, high=MAX_IMAGE_SIDE),
         "square_resize_eval": Key(False, "eval resize to a square (VGG upstream) instead of the shorter side"),
-        "color_jitter": Key(0.0, "brightness/contrast/saturation jitter strength (0 = off)"),
-        "hue_jitter": Key(0.0, "hue jitter for ImageNet training (0 = off)"),
-        "cutout": Key(0, "CutOut square size for CIFAR training (0 = off)"),
+        "color_jitter": Key(0.0, "brightness/contrast/saturation jitter strength (0 = off)",
+                            low=0, high=1),
+        "hue_jitter": Key(0.0, "hue jitter for ImageNet training (0 = off)", low=0, high=0.5),
+        "cutout": Key(0, "CutOut square size for CIFAR training (0 = off)", low=0,
+                      high=MAX_IMAGE_SIDE),
         "demo": Key(False, "make the built-in demo dataset under data.dir if it is missing"),
     },
-    "batch_size": Key(32, "images per device per step"),
-    "epochs": Key(1, "training epochs"),
+    "batch_size": Key(32, "images per device per step", low=1, high=MAX_BATCH),
+    "epochs": Key(1, "training epochs", low=1, high=MAX_EPOCHS),
     # --- optimizer and schedule ----------------------------------------------
     "optimizer": {
-        "momentum": Key(0.9, "SGD momentum"),
-        "weight_decay": Key(1e-4, "L2 weight decay"),
+        "momentum": Key(0.9, "SGD momentum", low=0, high=1),
+        "weight_decay": Key(1e-4, "L2 weight decay", low=0, high=1),
         "decay_bn_and_bias": Key(False, "also decay BatchNorm gamma/beta and biases"),
     },
     "lr": {
@@ -101,33 +118,38 @@ SCHEMA: Dict[str, Any] = {
                                        "cosine_annealing_V2": "cosine_v2",
                                        "cosine_annealing_sample": "cosine_sample",
                                        "step": "poly", "steps": "fraction_steps"}),
-        "base_lr": Key(0.1, "peak learning rate (after warmup)"),
-        "init_lr": Key(0.0, "learning rate at the start of warmup"),
-        "end_lr": Key(0.0, "final learning rate (linear schedule)"),
-        "warmup_epochs": Key(0.0, "linear warmup length in epochs"),
-        "milestones": Key([], "epochs at which multistep decays", type=list, item_type=int),
-        "gamma": Key(0.1, "multistep decay factor"),
-        "eta_min": Key(0.0, "cosine floor"),
-        "t_max": Key(0, "cosine period in epochs; 0 = epochs"),
+        "base_lr": Key(0.1, "peak learning rate (after warmup)", low=0, high=1000),
+        "init_lr": Key(0.0, "learning rate at the start of warmup", low=0, high=1000),
+        "end_lr": Key(0.0, "final learning rate (linear schedule)", low=0, high=1000),
+        "warmup_epochs": Key(0.0, "linear warmup length in epochs", low=0, high=MAX_EPOCHS),
+        "milestones": Key([], "epochs at which multistep decays", type=list, item_type=int,
+                          low=0, high=MAX_EPOCHS),
+        "gamma": Key(0.1, "multistep decay factor", low=0, high=1000),
+        "eta_min": Key(0.0, "cosine floor", low=0, high=1000),
+        "t_max": Key(0, "cosine period in epochs; 0 = epochs", low=0, high=MAX_EPOCHS),
     },
     # --- loss --------------------------------------------------------------
     "loss": {
-        "label_smoothing": Key(0.0, "label smoothing factor (classifiers)"),
+        "label_smoothing": Key(0.0, "label smoothing factor (classifiers)", low=0, high=0.999),
         "loss_scale": Key({"Ascend": 1024.0, "GPU": 1024.0, "CPU": 1.0},
-                          "static loss scale", type=float, per_device=True),
+                          "static loss scale", type=float, per_device=True, low=1e-6,
+                          high=2.0 ** 32),
         "dynamic_loss_scale": Key(False, "dynamic loss scaling (skips overflowing steps)"),
     },
     # --- outputs and checkpoints ---------------------------------------------
     "output_dir": Key("outputs", "runs are written to output_dir/run_name"),
     "run_name": Key("", "run folder name; empty = <model>_<dataset>_<time>"),
-    "log_interval": Key(0, "steps between progress lines; 0 = about 10 per epoch"),
+    "log_interval": Key(0, "steps between progress lines; 0 = about 10 per epoch", low=0,
+                        high=MAX_STEPS),
     "pretrained": Key("", "checkpoint whose weights initialise training"),
     "resume": Key("", "checkpoint (or run folder, or 'auto') to continue training from"),
     "checkpoint_path": Key("", "checkpoint (file or folder) to evaluate or export"),
     "checkpoint": {
-        "save_every_epochs": Key(1, "epochs between checkpoints"),
-        "keep_max": Key(5, "how many periodic checkpoints to keep"),
-        "eval_every_epochs": Key(0, "evaluate during training every N epochs (0 = never)"),
+        "save_every_epochs": Key(1, "epochs between checkpoints", low=1, high=MAX_EPOCHS),
+        "keep_max": Key(5, "how many periodic checkpoints to keep (0 = all)", low=0,
+                         high=MAX_EPOCHS),
+        "eval_every_epochs": Key(0, "evaluate during training every N epochs (0 = never)", low=0,
+                                 high=MAX_EPOCHS),
         "keep_best": Key(True, "keep best.ckpt by top-1 when evaluating during training"),
         "save_on_all_ranks": Key(False, "every rank writes checkpoints, not only rank 0"),
     },
@@ -136,9 +158,10 @@ SCHEMA: Dict[str, Any] = {
         "file_format": Key("MINDIR", "export format", choices=("MINDIR", "ONNX", "AIR"),
                            value_aliases={"mindir": "MINDIR", "onnx": "ONNX", "air": "AIR"}),
         "file_name": Key("", "output file without extension; empty = <model>_<dataset>"),
-        "batch_size": Key(1, "batch size baked into the exported graph"),
+        "batch_size": Key(1, "batch size baked into the exported graph", low=1, high=MAX_BATCH),
         "verify": Key(True, "compare the export against the checkpoint network on CPU"),
-        "tolerance": Key(1e-4, "max abs difference allowed by the verification"),
+        "tolerance": Key(1e-4, "max abs difference allowed by the verification", low=0,
+                         high=1e6),
     },
     # --- distributed -----------------------------------------------------------
     "distributed": Key(False, "data-parallel training over all launched processes"),
@@ -281,10 +304,69 @@ def _defaults(schema=SCHEMA) -> Dict[str, Any]:
             for name, node in schema.items()}
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 6
+_SHORT.maxlevel = 3
+
+
+def show(value) -> str:
+    """``repr(value)`` cut to a few dozen characters at a bounded cost (any input size)."""
+    return _SHORT.repr(value)
+
+
+def _edit_distance(a: str, b: str, limit: int) -> int:
+    """Levenshtein distance with adjacent transpositions, or ``limit + 1`` once it exceeds it."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous, current = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        before, previous, current = previous, current, [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1,
+                             previous[j - 1] + (ca != cb))
+            if (before is not None and i > 1 and j > 1 and ca == b[j - 2]
+                    and a[i - 2] == cb):
+                current[j] = min(current[j], before[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+    return current[-1]
+
+
+def typo_suggestion(name: str, candidates: Sequence[str]) -> Optional[str]:
+    """The candidate ``name`` is a misspelling of (1-2 edits), else None.
+
+    Only misspellings: a name that merely looks like another key
+    (``val_data_path`` / ``data_path``, ``batch_norm`` / ``batch_size``) means
+    something else, and suggesting it would point the user the wrong way.
+    """
+    limit = 1 if len(name) <= 6 else 2
+    best = None
+    for candidate in candidates:
+        distance = _edit_distance(name, candidate, limit)
+        if distance <= limit and (best is None or distance < best[0]):
+            best = (distance, candidate)
+    return best[1] if best else None
+
+
 def _unknown_key(dotted: str, value, source: str) -> ConfigError:
-    close = difflib.get_close_matches(dotted, _all_keys() + list(FLAG_ALIASES), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {dotted!r} = {value!r} (from {source}){hint}")
+    close = typo_suggestion(dotted, _all_keys() + list(FLAG_ALIASES))
+    hint = f"; did you mean {close!r}?" if close else "; see --help for every key"
+    return ConfigError(f"unknown config key {dotted!r} = {show(value)} (from {source}){hint}")
+
+
+def _check_range(key: Key, value, dotted: str, source: str):
+    """ConfigError unless ``key.low <= value <= key.high`` (each bound when given)."""
+    if (key.low is not None and value < key.low) or (key.high is not None and value > key.high):
+        if key.high is None:
+            wanted = f"at least {key.low:g}"
+        elif key.low is None:
+            wanted = f"at most {key.high:g}"
+        else:
+            wanted = f"between {key.low:g} and {key.high:g}"
+        raise ConfigError(f"config key {dotted!r} must be {wanted}, got {show(value)} "
+                          f"(from {source})")
+    return value
 
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -294,7 +376,7 @@ _FALSE = {"false", "0", "no", "off"}
 def _coerce_scalar(value, want: type, dotted: str, source: str):
     def bad():
         return ConfigError(f"config key {dotted!r} expects {want.__name__}, "
-                           f"got {value!r} (from {source})")
+                           f"got {show(value)} (from {source})")
 
     if want is bool:
         if isinstance(value, bool):
@@ -315,7 +397,13 @@ def _coerce_scalar(value, want: type, dotted: str, source: str):
             try:
                 return int(value.strip())
             except ValueError:
+                pass
+            try:  # 1e3 is a whole number written as a float
+                number = float(value.strip())
+            except ValueError:
                 raise bad() from None
+            if math.isfinite(number) and number.is_integer():
+                return int(number)
         raise bad()
     if want is float:
         if isinstance(value, bool):
@@ -330,7 +418,7 @@ def _coerce_scalar(value, want: type, dotted: str, source: str):
         else:
             raise bad()
         if not math.isfinite(number):
-            raise ConfigError(f"config key {dotted!r} must be a finite number, got {value!r} "
+            raise ConfigError(f"config key {dotted!r} must be a finite number, got {show(value)} "
                               f"(from {source})")
         return number
     if want is str:
@@ -352,6 +440,70 @@ def _yaml_nesting(text: str) -> int:
     return deepest
 
 
+class _BoundedLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+    """The safe loader with a cap on aliases and an error for a key given twice."""
+
+    def __init__(self, text: str, what: str):
+        super().__init__(text)
+        self.what = what
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise ConfigError(f"{self.what} uses more than {MAX_YAML_ALIASES} YAML aliases "
+                                  f"(*name); write the values out instead")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                        key_node, yaml.ScalarNode):
+                    continue
+                name = key_node.value
+                if name in seen:
+                    raise ConfigError(
+                        f"{self.what} sets key {show(name)} twice (lines {seen[name]} and "
+                        f"{key_node.start_mark.line + 1}); keep one of them")
+                seen[name] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(root, what: str) -> None:
+    """ConfigError when the document, aliases expanded, is too big or too deep."""
+    sizes = {}  # id(node) -> (expanded node count, expanded depth)
+
+    def measure(node, depth):
+        if depth > MAX_YAML_NESTING:
+            raise ConfigError(f"{what} nests more than {MAX_YAML_NESTING} levels deep "
+                              f"(aliases expanded)")
+        known = sizes.get(id(node))
+        if known is None:
+            count, deepest = 1, 1
+            children = node.value if isinstance(node, yaml.SequenceNode) else (
+                [part for pair in node.value for part in pair]
+                if isinstance(node, yaml.MappingNode) else [])
+            for child in children:
+                child_count, child_depth = measure(child, depth + 1)
+                count += child_count
+                deepest = max(deepest, child_depth + 1)
+                if count > MAX_YAML_NODES:
+                    break
+            known = sizes[id(node)] = (count, deepest)
+        if known[0] > MAX_YAML_NODES:
+            raise ConfigError(f"{what} expands to more than {MAX_YAML_NODES} values (YAML "
+                              f"aliases repeating aliases?); write the values out instead")
+        if depth + known[1] > MAX_YAML_NESTING + 1:
+            raise ConfigError(f"{what} nests more than {MAX_YAML_NESTING} levels deep "
+                              f"(aliases expanded)")
+        return known
+
+    measure(root, 1)
+
+
 def _safe_yaml(text: str, what: str):
     """``yaml.safe_load`` with size and nesting limits; ConfigError naming ``what``."""
     if len(text) > MAX_CONFIG_BYTES:
@@ -360,7 +512,15 @@ def _safe_yaml(text: str, what: str):
     if _yaml_nesting(text) > MAX_YAML_NESTING:
         raise ConfigError(f"{what} nests brackets more than {MAX_YAML_NESTING} levels deep")
     try:
-        return yaml.safe_load(text)
+        loader = _BoundedLoader(text, what)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node, what)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except RecursionError:
         raise ConfigError(f"{what} is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer of thousands of digits
@@ -401,7 +561,7 @@ def _coerce(key: Key, value, dotted: str, source: str, device: Optional[str] = N
             # --image_size=224 means [224, 224] below; --lr.milestones= means []
             value = [] if isinstance(value, str) and not value.strip() else [value]
         if not isinstance(value, list):
-            raise ConfigError(f"config key {dotted!r} expects a list, got {value!r} (from {source})")
+            raise ConfigError(f"config key {dotted!r} expects a list, got {show(value)} (from {source})")
         if key.item_type:
             value = [_coerce_scalar(v, key.item_type, dotted, source) for v in value]
         if dotted == "image_size":
@@ -409,11 +569,13 @@ def _coerce(key: Key, value, dotted: str, source: str, device: Optional[str] = N
                 value = value * 2
             if len(value) != 2 or min(value) <= 0:
                 raise ConfigError(f"config key 'image_size' expects [height, width] > 0, "
-                                  f"got {value!r} (from {source})")
+                                  f"got {show(value)} (from {source})")
+        for item in value if key.item_type in (int, float) else ():
+            _check_range(key, item, dotted, source)
         return value
     if want is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {dotted!r} expects a mapping, got {value!r} "
+            raise ConfigError(f"config key {dotted!r} expects a mapping, got {show(value)} "
                               f"(from {source})")
         return value
     if isinstance(value, str) and key.value_aliases and value in key.value_aliases:
@@ -422,8 +584,10 @@ def _coerce(key: Key, value, dotted: str, source: str, device: Optional[str] = N
     if key.value_aliases and value in key.value_aliases:
         value = key.value_aliases[value]
     if key.choices and value not in key.choices:
-        raise ConfigError(f"config key {dotted!r} has invalid value {value!r} (from {source}); "
+        raise ConfigError(f"config key {dotted!r} has invalid value {show(value)} (from {source}); "
                           f"choose one of {list(key.choices)}")
+    if want in (int, float):
+        _check_range(key, value, dotted, source)
     return value
 
 
@@ -437,7 +601,7 @@ def _set_checked(values: Dict[str, Any], dotted: str, value, source: str):
         raise _unknown_key(dotted, value, source)
     if isinstance(key, dict):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {dotted!r} is a section, got {value!r} (from {source}); "
+            raise ConfigError(f"config key {dotted!r} is a section, got {show(value)} (from {source}); "
                               f"set its keys instead (e.g. {dotted}.{next(iter(key))})")
         for sub, sub_value in value.items():
             _set_checked(values, f"{dotted}.{sub}", sub_value, source)
@@ -449,14 +613,20 @@ def _set_checked(values: Dict[str, Any], dotted: str, value, source: str):
     node[parts[-1]] = _coerce(key, value, dotted, source)
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """The first line of a YAML error, short."""
+    lines = str(getattr(exc, "problem", None) or exc).splitlines() or ["unreadable"]
+    return lines[0][:120]
+
+
 def _parse_net_value(value, dotted: str = "net", source: str = "command line"):
     if not isinstance(value, str):
         return value
     try:
         return _safe_yaml(value, f"config key {dotted!r} (from {source})")
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config key {dotted!r} has a value that is not valid YAML: {value!r:.60} "
-                          f"(from {source}): {getattr(exc, 'problem', None) or exc}") from None
+        raise ConfigError(f"config key {dotted!r} has a value that is not valid YAML: {show(value)} "
+                          f"(from {source}): {_yaml_problem(exc)}") from None
 
 
 def _flatten(mapping: Dict[str, Any], prefix="") -> List[Tuple[str, Any]]:
@@ -486,11 +656,12 @@ def read_yaml(path: str) -> Dict[str, Any]:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""
         raise ConfigError(f"config file {path!r} is not valid YAML{at}: "
-                          f"{getattr(exc, 'problem', exc)}") from None
+                          f"{_yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path!r}: {exc}") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:
+        raise ConfigError(f"config file {path!r} sets no keys; pass a config with at least "
+                          f"'model:' (see config/ for the shipped ones)")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path!r} must hold a mapping of keys, "
                           f"got {type(data).__name__}")
@@ -505,7 +676,7 @@ def parse_overrides(argv: Sequence[str]) -> List[Tuple[str, str, str]]:
     while i < len(argv):
         arg = argv[i]
         if not arg.startswith("--") or arg == "--":
-            raise ConfigError(f"unexpected argument {arg!r}; options are written --key=value")
+            raise ConfigError(f"unexpected argument {show(arg)}; options are written --key=value")
         body = arg[2:]
         if "=" in body:
             name, value = body.split("=", 1)
@@ -537,7 +708,18 @@ def load_config(config_path: Optional[str] = None, overrides: Sequence = (),
         _set_checked(values, dotted, value, "program defaults")
     for dotted, value, source in parse_overrides(cli_args):
         _set_checked(values, dotted, value, source)
+    _check_dependent_values(values)
     return Config(_resolve_per_device(values))
+
+
+def _check_dependent_values(values: Dict[str, Any]) -> None:
+    """Keys whose valid range depends on another key's value."""
+    side = min(values["image_size"])
+    cutout = values["data"]["cutout"]
+    if cutout > side:
+        raise ConfigError(f"data.cutout={cutout} is larger than the image (image_size="
+                          f"{values['image_size']}); pass --data.cutout={max(1, side // 2)} "
+                          f"(half the image side, as the shipped recipes) or --data.cutout=0")
 
 
 def _resolve_per_device(values: Dict[str, Any]) -> Dict[str, Any]:

@@ -5,6 +5,7 @@ checkpoint network on a fixed batch (MINDIR through MindSpore, ONNX through
 onnxruntime), and renamed to its final name only if the largest absolute
 difference is within tolerance. AIR needs Ascend and is checked up front.
 """
+import contextlib
 import os
 from typing import List, Sequence
 
@@ -78,6 +79,16 @@ class ExportedModel:
         return _as_list(self._cell(ms.Tensor(batch)))
 
 
+@contextlib.contextmanager
+def _working_directory(folder: str):
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def export_network(net, file_base: str, file_format: str, batch_size: int,
                    image_size: Sequence[int], verify: bool = True,
                    tolerance: float = 1e-4, log=print) -> str:
@@ -89,12 +100,19 @@ def export_network(net, file_base: str, file_format: str, batch_size: int,
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create {folder!r} ({exc.strerror}); choose another "
-                          f"--export.file_name") from None
-    tmp_base = os.path.join(folder, f".{os.path.basename(file_base)}.partial")
+                          f"--export.file_name=<folder>/<name>") from None
+    if not os.access(folder, os.W_OK):
+        raise ExportError(f"cannot write into {folder!r} (read-only); choose a writable folder "
+                          f"with --export.file_name=<folder>/<name>")
+    # MindSpore accepts only [0-9a-zA-Z@_-.:/\\] in file names: the file is written under
+    # a plain temporary name from inside its folder, then renamed to the user's name.
+    safe_name = f".export-{os.getpid()}.partial"
+    tmp_base = os.path.join(folder, safe_name)
     net.set_train(False)
     batch = sample_input(batch_size, image_size)
     try:
-        ms.export(net, ms.Tensor(batch), file_name=tmp_base, file_format=file_format)
+        with _working_directory(folder):
+            ms.export(net, ms.Tensor(batch), file_name=safe_name, file_format=file_format)
         written = tmp_base + ext
         if not os.path.isfile(written):
             raise ExportError(f"MindSpore reported no error but wrote no {file_format} file")
@@ -115,6 +133,9 @@ def export_network(net, file_base: str, file_format: str, batch_size: int,
                 raise ExportError(f"{file_format} export differs from the network by {max_diff:.3e} "
                                   f"> tolerance {tolerance:g}; not written")
         os.replace(written, final)
+    except OSError as exc:
+        raise ExportError(f"cannot write {final!r} ({exc.strerror or exc}); choose a writable "
+                          f"folder with --export.file_name=<folder>/<name>") from None
     finally:
         for leftover in (tmp_base + ext, tmp_base + ext + ".tmp"):
             if os.path.exists(leftover):

@@ -22,6 +22,12 @@ class ModelSpec:
     name: str
     builder: Callable
     task: str  # "classification" or "detection"
+    input_multiple: int = 1  # image height and width must be multiples of this
+
+    def check_image_size(self, image_size) -> None:
+        """ConfigError unless this model accepts ``image_size`` ([height, width])."""
+        from src.layers import check_image_size  # pylint: disable=import-outside-toplevel
+        check_image_size(image_size, self.input_multiple, self.name)
 
     def net_options(self) -> Dict[str, object]:
         """Builder keyword arguments (besides num_classes/image_size) with defaults."""
@@ -36,13 +42,14 @@ class ModelSpec:
 _REGISTRY: Dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, task: str = "classification"):
+def register_model(name: str, task: str = "classification", input_multiple: int = 1):
     """Decorator registering ``builder(num_classes, image_size, *, **options)``."""
 
     def wrap(builder):
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name=name, builder=builder, task=task)
+        _REGISTRY[name] = ModelSpec(name=name, builder=builder, task=task,
+                                    input_multiple=input_multiple)
         return builder
 
     return wrap

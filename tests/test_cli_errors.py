@@ -164,7 +164,8 @@ def test_train_missing_data_dir_with_demo_config(tmp_path):
 def test_train_missing_data_dir_message(tmp_path):
     out = tmp_path / "out"
     proc = run("train.py", "--config_path", REPO / "config" / "tinydarknet_cifar10.yaml",
-               "--data_dir=/nonexistent/cifar10", f"--output_dir={out}", "--image_size=32")
+               "--data_dir=/nonexistent/cifar10", f"--output_dir={out}", "--image_size=32",
+               "--data.cutout=16")
     line = error_line(proc, "/nonexistent/cifar10", "--data_dir")
     assert "not found" in line or "does not exist" in line or "missing" in line
 

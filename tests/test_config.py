@@ -503,8 +503,11 @@ def test_yaml_that_is_not_a_mapping(tmp_path, text, kind):
     _assert_names(_error(path=path), path, "mapping", kind)
 
 
-def test_empty_yaml_file_gives_defaults(tmp_path):
-    assert load_config(_write(tmp_path, "# nothing\n")).to_dict() == load_config().to_dict()
+@pytest.mark.parametrize("text", ["", "# nothing\n", "{}\n", "---\n"])
+def test_empty_yaml_file_is_an_error(tmp_path, text):
+    # It used to train the MobileNetV1 defaults: a config that says nothing is a mistake.
+    path = _write(tmp_path, text)
+    _assert_names(_error(path=path), path, "sets no keys", "model")
 
 
 def test_yaml_python_tags_are_rejected(tmp_path):
@@ -612,7 +615,7 @@ def test_replace_resolves_per_device_mappings():
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_dump_round_trips(tmp_path, path):
     cfg = load_config(str(path), cli_args=["--device_target=GPU", "--lr.base_lr=0.07",
-                                           "--image_size=96,128", "--net.extra=1"]
+                                           "--image_size=128,160", "--net.extra=1"]
                       if "vgg" not in path.name else ["--device_target=GPU"])
     dumped = _write(tmp_path, cfg.dump(), "dumped.yaml")
     again = load_config(dumped)

@@ -369,9 +369,32 @@ yaml_text = st.one_of(
               st.sampled_from(["[1, [2]]", "{a: 1}", "!!python/object/apply:os.system ['true']",
                                "&a [*a]", "1e999", ".nan", "-.inf", "'x'", "{CPU: 1, TPU: 2}",
                                "[" * 2000 + "]" * 2000, "9" * 5000, "null", "~", "yes"])),
-    st.just("a: &a [" + ", ".join(["*a"] * 9) + "]\n"))
+    st.just("a: &a [" + ", ".join(["*a"] * 9) + "]\n"),
+    st.builds(lambda width, depth, key: alias_bomb(width, depth, key),
+              st.integers(2, 12), st.integers(2, 9),
+              st.sampled_from(["model", "image_size", "net", "lr", "data.dir", "detection"])),
+    st.builds(lambda key, a, b: f"{key}: {a}\nepochs: 2\n{key}: {b}\n",
+              st.sampled_from(["model", "epochs", "lr", "image_size", "net"]),
+              st.sampled_from(["vgg16", "1", "{base_lr: 1}", "[1, 2]"]),
+              st.sampled_from(["tinydarknet", "2", "{gamma: 2}", "[3]"])),
+    st.builds(lambda key, number: f"model: vgg16\n{key}: {number}\n",
+              st.sampled_from(["epochs", "batch_size", "num_classes", "image_size",
+                               "data: {num_workers", "export: {batch_size", "export: {tolerance",
+                               "lr: {base_lr", "checkpoint: {keep_max", "data: {cutout"]),
+              st.sampled_from(["0", "-1", "-3", "1e23", "100000000", "1.0e+23", "-0.5",
+                               "99999999999", "2"]).map(str)).map(
+        lambda text: text.replace("\n", "}\n") if ": {" in text.splitlines()[1] else text))
+
+def alias_bomb(width: int, depth: int, key: str) -> str:
+    """YAML whose anchors repeat earlier anchors: width**depth values from a few lines."""
+    lines = ["l0: &l0 [" + ", ".join(["x"] * width) + "]"]
+    for level in range(1, depth):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * width) + "]")
+    return "\n".join(lines) + f"\n{key}: *l{depth - 1}\n"
+
 
 cli_values = st.one_of(st.text(max_size=30),
+                       st.sampled_from(["0", "1e23", "100000000", "-5", "1e11", "33", "100000"]),
                        st.sampled_from(["[", "[[1]]", "{", "nan", "inf", "1e999", "-1", "1,2,3",
                                         "[" * 2000, "9" * 5000, "!!python/name:os.system",
                                         "{a: [b: c]}", "", ",", "[1,"]))
@@ -389,11 +412,20 @@ def test_fuzz_config_loader(text, args):
             f.write(text)
         result = only_zoo_errors(load_config, path)
         assert isinstance(result, (Config, ZooError))
+        assert_short_message(result)
         result = only_zoo_errors(load_config, str(VALID_CONFIG),
                                  cli_args=[f"--{k}={v}" for k, v in args])
         assert isinstance(result, (Config, ZooError))
+        assert_short_message(result)
         if isinstance(result, Config):
             result.dump()  # a loaded config can always be written back
+
+
+def assert_short_message(result):
+    """A config error is one line of bounded length, whatever the input expanded to."""
+    if isinstance(result, ZooError):
+        message = str(result)
+        assert "\n" not in message and len(message) < 600, message[:300]
 
 
 # ---------------------------------------------------------------- checkpoints

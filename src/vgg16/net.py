@@ -61,7 +61,7 @@ class VGG16(nn.Cell):
         return self.classifier(self.flatten(self.features(x)))
 
 
-@register_model("vgg16", task="classification")
+@register_model("vgg16", task="classification", input_multiple=DOWNSAMPLE)
 def vgg16(num_classes=1000, image_size=(224, 224), *, batch_norm=False, has_bias=False,
           pad_mode="pad", dropout=0.5, weight_init="kaiming_normal"):
     """VGG16 (ImageNet recipe defaults); image_size must be a multiple of 32.

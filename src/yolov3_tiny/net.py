@@ -72,7 +72,7 @@ class YOLOv3Tiny(nn.Cell):
         return self.head_stride32(features32), self.head_stride16(features16)
 
 
-@register_model("yolov3_tiny", task="detection")
+@register_model("yolov3_tiny", task="detection", input_multiple=DOWNSAMPLE)
 def yolov3_tiny(num_classes=80, image_size=(640, 640), *, weight_init="kaiming_uniform",
                 leaky_alpha=0.1):
     """YOLOv3-Tiny; image_size (any multiple of 32) is only validated, the net adapts to its input."""
