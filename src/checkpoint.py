@@ -30,7 +30,8 @@ from src.errors import CheckpointError
 from src.utils.io import atomic_path, remove_stale_temporaries
 
 META_KEYS = ("epoch", "global_step", "steps_per_epoch", "model", "dataset", "num_classes",
-             "image_size", "step_in_epoch", "loss_scale")
+             "image_size", "step_in_epoch", "loss_scale", "config", "class_names", "class_labels",
+             "preprocessing", "converted_from")
 
 
 class NonFiniteWeightsError(CheckpointError):

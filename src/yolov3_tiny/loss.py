@@ -5,7 +5,8 @@ Decoding of one raw head ``(N, A*(5+C), H, W)`` (A = 3 anchors per layer):
 * reshape/transpose to ``(N, H, W, A, 5+C)`` (channel = anchor * (5+C) + attribute);
 * ``xy = (s * sigmoid(t_xy) - o + grid) / (W, H)`` with the "grid sensitivity"
   constants of upstream (s=1.1, o=0.05 at stride 32; s=1.2, o=0.1 at stride 16),
-  which let a centre reach the cell borders;
+  which let a centre reach the cell borders; a network built with
+  ``grid_sensitivity=False`` (Darknet's weights) decodes with s=1, o=0;
 * ``wh = exp(min(t_wh, 10)) * anchor / input_size`` (the cap only keeps gradients
   finite); objectness and classes are sigmoids.
 
@@ -33,6 +34,7 @@ from src.yolov3_tiny.net import ANCHORS_PER_SCALE, BOX_ATTRIBUTES
 
 # (scale, offset) of the centre decoding per output, stride 32 first.
 GRID_SENSITIVITY = ((1.1, 0.05), (1.2, 0.1))
+PLAIN_SIGMOID = ((1.0, 0.0), (1.0, 0.0))  # Darknet's yolov3-tiny (scale_x_y = 1)
 EPSILON = 1e-6
 # exp(t_wh) is capped at exp(10) ~ 22000 anchor sizes (far beyond any image). Unsupervised
 # cells can drift to t_wh > 88 where exp overflows; their zero loss weight times the
@@ -108,14 +110,21 @@ class HeadDecoder(nn.Cell):
         return pred, ops.concat((box_x, box_y), axis=-1), ops.concat((box_w, box_h), axis=-1)
 
 
-def build_decoders(anchors: Sequence, anchor_masks: Sequence, num_classes: int) -> nn.CellList:
+def uses_grid_sensitivity(net) -> bool:
+    """Whether ``net``'s weights expect upstream's scaled centres (True unless built otherwise)."""
+    return getattr(net, "grid_sensitivity", True)
+
+
+def build_decoders(anchors: Sequence, anchor_masks: Sequence, num_classes: int,
+                   grid_sensitivity: bool = True) -> nn.CellList:
     """One :class:`HeadDecoder` per output, in network output order (stride 32 first)."""
-    if len(anchor_masks) != len(GRID_SENSITIVITY):
-        raise ValueError(f"YOLOv3-Tiny has {len(GRID_SENSITIVITY)} outputs, got "
+    constants = GRID_SENSITIVITY if grid_sensitivity else PLAIN_SIGMOID
+    if len(anchor_masks) != len(constants):
+        raise ValueError(f"YOLOv3-Tiny has {len(constants)} outputs, got "
                          f"{len(anchor_masks)} anchor masks")
     anchors = np.asarray(anchors, np.float32).reshape(-1, 2)
     decoders = []
-    for mask, (scale, offset) in zip(anchor_masks, GRID_SENSITIVITY):
+    for mask, (scale, offset) in zip(anchor_masks, constants):
         if len(mask) != ANCHORS_PER_SCALE:
             raise ValueError(f"each anchor mask needs {ANCHORS_PER_SCALE} anchors, got {mask}")
         decoders.append(HeadDecoder(anchors[list(mask)], num_classes, scale, offset))
@@ -160,7 +169,7 @@ class YoloWithLoss(nn.Cell):
                  coord_scale: float, large_scale: float):
         super().__init__()
         self.net = net
-        decoders = build_decoders(anchors, anchor_masks, num_classes)
+        decoders = build_decoders(anchors, anchor_masks, num_classes, uses_grid_sensitivity(net))
         self.loss_large = YoloLayerLoss(decoders[0], ignore_threshold, coord_scale)
         self.loss_small = YoloLayerLoss(decoders[1], ignore_threshold, coord_scale)
         self.large_scale = large_scale
@@ -184,7 +193,7 @@ class YoloInference(nn.Cell):
     def __init__(self, net, anchors, anchor_masks, num_classes: int):
         super().__init__()
         self.net = net
-        decoders = build_decoders(anchors, anchor_masks, num_classes)
+        decoders = build_decoders(anchors, anchor_masks, num_classes, uses_grid_sensitivity(net))
         self.decode_large = decoders[0]
         self.decode_small = decoders[1]
 

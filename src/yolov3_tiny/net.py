@@ -6,6 +6,7 @@ anchors 3-5), output 1 is stride 16 (small objects, anchors 0-2).
 """
 from mindspore import nn, ops
 
+from src.errors import ConfigError
 from src.layers import ConvBNAct, check_image_size, init_weights
 from src.registry import register_model
 
@@ -17,12 +18,12 @@ BOX_ATTRIBUTES = 5  # x, y, w, h, objectness
 class YOLOv3TinyBackbone(nn.Cell):
     """Returns (features at stride 32 with 512 channels, features at stride 16 with 256)."""
 
-    def __init__(self, leaky_alpha: float = 0.1):
+    def __init__(self, leaky_alpha: float = 0.1, bn_eps: float = 1e-5):
         super().__init__()
 
         def block(in_channels, out_channels, kernel_size):
             return ConvBNAct(in_channels, out_channels, kernel_size, pad_mode="same",
-                             bn_momentum=0.9, activation="leaky_relu",
+                             bn_eps=bn_eps, bn_momentum=0.9, activation="leaky_relu",
                              leaky_alpha=leaky_alpha)
 
         self.conv0 = block(3, 16, 3)
@@ -58,12 +59,19 @@ class YOLOv3TinyBackbone(nn.Cell):
 
 
 class YOLOv3Tiny(nn.Cell):
-    """Backbone plus heads; returns raw maps (N, 3*(C+5), H/32, W/32) and (N, 3*(C+5), H/16, W/16)."""
+    """Backbone plus heads; returns raw maps (N, 3*(C+5), H/32, W/32) and (N, 3*(C+5), H/16, W/16).
 
-    def __init__(self, num_classes: int = 80, *, leaky_alpha: float = 0.1):
+    ``grid_sensitivity`` is not used by the network itself: it tells the decoders
+    (:mod:`src.yolov3_tiny.loss`) which centre formula these weights were trained
+    with (upstream's scaled sigmoid, or Darknet's plain ``sigmoid + cell``).
+    """
+
+    def __init__(self, num_classes: int = 80, *, leaky_alpha: float = 0.1, bn_eps: float = 1e-5,
+                 grid_sensitivity: bool = True):
         super().__init__()
         out_channels = ANCHORS_PER_SCALE * (num_classes + BOX_ATTRIBUTES)
-        self.backbone = YOLOv3TinyBackbone(leaky_alpha)
+        self.grid_sensitivity = bool(grid_sensitivity)
+        self.backbone = YOLOv3TinyBackbone(leaky_alpha, bn_eps)
         self.head_stride32 = nn.Conv2d(512, out_channels, 1, has_bias=True)
         self.head_stride16 = nn.Conv2d(256, out_channels, 1, has_bias=True)
 
@@ -74,10 +82,17 @@ class YOLOv3Tiny(nn.Cell):
 
 @register_model("yolov3_tiny", task="detection", input_multiple=DOWNSAMPLE)
 def yolov3_tiny(num_classes=80, image_size=(640, 640), *, weight_init="kaiming_uniform",
-                leaky_alpha=0.1):
-    """YOLOv3-Tiny; image_size (any multiple of 32) is only validated, the net adapts to its input."""
+                leaky_alpha=0.1, bn_eps=1e-5, grid_sensitivity=True):
+    """YOLOv3-Tiny; image_size (any multiple of 32) is only validated, the net adapts to its input.
+
+    ``grid_sensitivity=False`` decodes centres as Darknet does (``sigmoid(t) + cell``).
+    """
     check_image_size(image_size, DOWNSAMPLE, "yolov3_tiny")
-    net = YOLOv3Tiny(num_classes, leaky_alpha=leaky_alpha)
+    if not isinstance(grid_sensitivity, bool):
+        raise ConfigError(f"network option 'grid_sensitivity' must be true or false, "
+                          f"got {grid_sensitivity!r}")
+    net = YOLOv3Tiny(num_classes, leaky_alpha=leaky_alpha, bn_eps=bn_eps,
+                     grid_sensitivity=grid_sensitivity)
     # Upstream's default_recurisive_init: conv weights and biases as torch's defaults
     # (bound 1/sqrt(fan_in)); BatchNorm keeps gamma=1, beta=0.
     init_weights(net, weight_init, cell_types=(nn.Conv2d,), bias="fan_in_uniform")
