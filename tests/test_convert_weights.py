@@ -1,0 +1,525 @@
+"""convert_weights.py: published-format weights -> zoo checkpoints that compute what the source did.
+
+Darknet files are checked against OpenCV's independent Darknet importer,
+torchvision/timm files against small PyTorch re-implementations written here
+(torchvision and timm cannot be imported beside the pinned torch). Every
+source file is generated with random values in the source's exact layout.
+"""
+import dataclasses
+import functools
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import convert_weights
+from src.checkpoint import load_network_weights, read_checkpoint
+from src.cli import run_main
+from src.pretrained import darknet
+from src.pretrained.known_files import KNOWN_FILES, sha256_of
+from src.pretrained.recipes import darknet_imagenet_labels
+from src.registry import create_model
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPO_ROOT, "tests", "data")
+YOLO_CFG = darknet.cfg_path_for("yolov3-tiny.cfg")
+TINY_CFG = darknet.cfg_path_for("tiny.cfg")
+
+
+def relative_error(actual, expected):
+    return float(np.abs(np.asarray(actual) - np.asarray(expected)).max()
+                 / np.abs(np.asarray(expected)).max())
+
+
+def write_darknet_weights(cfg_path, out_path, seed, header=(0, 2, 0)):
+    """Random .weights for ``cfg_path``: BN statistics far from mean 0 / var 1, He-scaled weights."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for conv in darknet.conv_layers(cfg_path):
+        n = conv.filters
+        parts.append(rng.normal(0.0, 0.1, n))                       # bias / BN beta
+        if conv.batch_normalize:
+            variance = rng.uniform(0.5, 2.0, n)
+            # A tenth of the channels have variances near the epsilons, so an unfolded
+            # epsilon difference shows; their gamma keeps the activations O(1).
+            tiny = rng.random(n) < 0.1
+            variance[tiny] = rng.uniform(1e-6, 1e-5, tiny.sum())
+            parts += [rng.uniform(0.5, 1.5, n) * np.sqrt(variance),  # gamma
+                      rng.normal(0.0, 0.5, n),                       # rolling mean
+                      variance]                                      # rolling variance
+        shape = conv.weight_shape()
+        parts.append(rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), np.prod(shape)))
+    wide = header[0] * 10 + header[1] >= 2
+    with open(out_path, "wb") as f:
+        f.write(np.asarray(header, "<i4").tobytes())
+        f.write(np.asarray([64000], "<i8" if wide else "<i4").tobytes())
+        f.write(np.concatenate(parts).astype("<f4").tobytes())
+    return out_path
+
+
+def run_cli(argv, capsys):
+    """Run convert_weights.py in-process like the command line: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(convert_weights.main, argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def zoo_network(ckpt):
+    """The network a converted checkpoint describes, with its weights, in eval mode."""
+    tensors, meta = read_checkpoint(str(ckpt))
+    cfg = json.loads(meta["config"])
+    assert cfg["model"] == meta["model"] and cfg["num_classes"] == meta["num_classes"]
+    from mindspore.nn.utils import no_init_parameters
+    with no_init_parameters():  # every parameter comes from the checkpoint
+        net = create_model(meta["model"], meta["num_classes"], cfg["image_size"], **cfg["net"])
+    load_network_weights(net, tensors)
+    net.set_train(False)
+    return net, meta, cfg
+
+
+def assert_one_error_line(code, err, *fragments):
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ----------------------------------------------------------------------------- Darknet
+
+@pytest.fixture(scope="module")
+def yolo_weights(tmp_path_factory):
+    return write_darknet_weights(YOLO_CFG, tmp_path_factory.mktemp("dn") / "yolov3-tiny.weights", 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    # The old 4-byte "images seen" header (format 0.1).
+    return write_darknet_weights(TINY_CFG, tmp_path_factory.mktemp("dn") / "tiny.weights", 2,
+                                 header=(0, 1, 0))
+
+
+def test_darknet_cfgs_hold_the_published_float_counts():
+    assert sum(c.float_count() for c in darknet.conv_layers(YOLO_CFG)) == 8_858_734
+    assert sum(c.float_count() for c in darknet.conv_layers(TINY_CFG)) == 1_046_488
+
+
+def convert_darknet(model, weights, out, capsys, *extra):
+    """Convert with OpenCV's BN epsilon (1e-6, folded into the moving variance); (net, meta, cfg, stdout)."""
+    code, stdout, err = run_cli(["--source=darknet", f"--model={model}", f"--input={weights}",
+                                 f"--output={out}", "--source_bn_eps=1e-6", *extra], capsys)
+    assert code == 0, err
+    return (*zoo_network(out), stdout)
+
+
+def opencv_forward(cfg, weights, x, outputs):
+    """OpenCV's Darknet importer run on ``x``: the named layer outputs."""
+    import cv2
+    reference = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    reference.setInput(x)
+    return reference.forward(outputs)
+
+
+def letterbox(image, size, fill):
+    """Darknet's letterbox of a float (3, h, w) image into (3, size, size); returns (canvas, scale, pad)."""
+    import cv2
+    _, h, w = image.shape
+    scale = min(size / w, size / h)
+    new_w, new_h = int(round(w * scale)), int(round(h * scale))
+    resized = cv2.resize(image.transpose(1, 2, 0), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    canvas = np.full((size, size, 3), fill, np.float32)
+    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    return canvas.transpose(2, 0, 1)[None].copy(), scale, (pad_x, pad_y)
+
+
+def test_darknet_yolov3_tiny_equals_opencv_heads_and_detections(yolo_weights, tmp_path, capsys,
+                                                                pynative_cpu):
+    import cv2
+    import mindspore as ms
+    from src.yolov3_tiny.loss import YoloInference
+    from src.yolov3_tiny.postprocess import DetectionSettings, detect
+
+    net, meta, cfg, stdout = convert_darknet("yolov3_tiny", yolo_weights, tmp_path / "yolo.ckpt",
+                                             capsys)
+    assert "is not a known published file" in stdout
+    assert cfg["image_size"] == [416, 416] and cfg["net"]["grid_sensitivity"] is False
+    assert json.loads(meta["class_names"])[:2] == ["person", "bicycle"]
+    assert json.loads(meta["preprocessing"])["resize"] == "letterbox"
+
+    rng = np.random.default_rng(3)
+    photo = cv2.GaussianBlur(rng.uniform(0, 1, (240, 320, 3)).astype(np.float32), (9, 9), 3)
+    preprocessing = json.loads(meta["preprocessing"])
+    x, scale, (pad_x, pad_y) = letterbox(photo.transpose(2, 0, 1), 416,
+                                         preprocessing["letterbox_fill"])
+    cv_raw32, cv_raw16, cv_yolo16, cv_yolo23 = opencv_forward(
+        YOLO_CFG, yolo_weights, x, ["conv_15", "conv_22", "yolo_16", "yolo_23"])
+    zoo_raw32, zoo_raw16 = (o.asnumpy() for o in net(ms.Tensor(x)))
+    assert relative_error(zoo_raw32, cv_raw32) < 1e-4
+    assert relative_error(zoo_raw16, cv_raw16) < 1e-4
+
+    class OpenCVHeads(ms.nn.Cell):
+        grid_sensitivity = False  # what the converted checkpoint's network says
+
+        def construct(self, image):
+            return ms.Tensor(cv_raw32), ms.Tensor(cv_raw16)
+
+    d = cfg["detection"]
+    zoo_decoded = [o.asnumpy()[0] for o in YoloInference(net, d["anchors"], d["anchor_masks"], 80)(
+        ms.Tensor(x))]
+    cv_decoded = [o.asnumpy()[0] for o in YoloInference(OpenCVHeads(), d["anchors"],
+                                                        d["anchor_masks"], 80)(ms.Tensor(x))]
+    # Darknet's own decode (OpenCV's yolo layers: plain sigmoid + cell centres) agrees too.
+    for ours, theirs in zip(zoo_decoded, (cv_yolo16, cv_yolo23)):
+        np.testing.assert_allclose(ours.reshape(-1, 85)[:, :5], theirs[:, :5], rtol=1e-4, atol=1e-5)
+
+    settings = DetectionSettings(score_threshold=0.2, max_detections=50)
+    results = []
+    for decoded in (zoo_decoded, cv_decoded):
+        dets = detect(decoded, 416.0, 416.0, settings)
+        boxes = (dets.boxes - [pad_x, pad_y, pad_x, pad_y]) / scale  # undo the letterbox
+        results.append((boxes, dets.scores, dets.classes))
+    assert len(results[0][1]) > 10
+    np.testing.assert_array_equal(results[0][2], results[1][2])
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4)
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4, atol=1e-2)
+
+
+def test_darknet_tinydarknet_equals_opencv_in_sorted_wnid_order(tiny_weights, tmp_path, capsys,
+                                                                 pynative_cpu):
+    import mindspore as ms
+
+    net, meta, cfg, _ = convert_darknet("tinydarknet", tiny_weights, tmp_path / "tiny.ckpt", capsys)
+    assert cfg["net"]["final_conv"] == "linear" and cfg["net"]["leaky_alpha"] == 0.1
+    wnids, names = darknet_imagenet_labels()
+    labels = json.loads(meta["class_labels"])
+    assert labels == sorted(wnids) and labels[0] == "n01440764"
+    assert json.loads(meta["class_names"])[0] == "tench"
+
+    x = np.random.default_rng(4).uniform(0, 1, (2, 3, 224, 224)).astype(np.float32)
+    cv_logits = opencv_forward(TINY_CFG, tiny_weights, x, "avgpool_20").reshape(2, -1)
+    zoo_logits = net(ms.Tensor(x)).asnumpy()
+    order = np.argsort(wnids)  # zoo class k is Darknet's output order[k]
+    assert relative_error(zoo_logits, cv_logits[:, order]) < 1e-4
+    assert names[order[0]] == "tench"
+
+
+def test_darknet_labels_file_orders_a_custom_classifier(tmp_path, capsys, pynative_cpu):
+    import mindspore as ms
+
+    cfg_text = open(TINY_CFG).read().replace("filters=1000", "filters=5")
+    cfg = tmp_path / "tiny5.cfg"
+    cfg.write_text(cfg_text)
+    weights = write_darknet_weights(cfg, tmp_path / "tiny5.weights", 5)
+    labels = ["zebra", "apple", "mango", "cherry", "banana"]
+    (tmp_path / "labels.txt").write_text("".join(f"{label} The {label}\n" for label in labels))
+    net, meta, _, _ = convert_darknet("tinydarknet", weights, tmp_path / "tiny5.ckpt", capsys,
+                                      f"--cfg={cfg}", f"--labels={tmp_path / 'labels.txt'}")
+    assert json.loads(meta["class_labels"]) == sorted(labels)
+    assert json.loads(meta["class_names"])[0] == "The apple"
+    x = np.random.default_rng(6).uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    cv_logits = opencv_forward(cfg, weights, x, "avgpool_20").reshape(1, -1)
+    assert relative_error(net(ms.Tensor(x)).asnumpy(), cv_logits[:, [1, 4, 3, 2, 0]]) < 1e-4
+
+
+# ----------------------------------------------------------------------------- PyTorch sources
+
+def recorded_state_dict(name):
+    with open(os.path.join(DATA, name)) as f:
+        rows = [line.split() for line in f if line.strip() and not line.startswith("#")]
+    return [(key, tuple(int(v) for v in shape.split(","))) for key, shape in rows]
+
+
+def randomise_batch_norm(module, torch, seed):
+    generator = torch.Generator().manual_seed(seed)
+    for child in module.modules():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            n = child.num_features
+            child.weight.data = torch.rand(n, generator=generator) + 0.5
+            child.bias.data = torch.randn(n, generator=generator) * 0.1
+            child.running_mean = torch.randn(n, generator=generator) * 0.5
+            child.running_var = torch.rand(n, generator=generator) * 1.5 + 0.5
+
+
+def torch_mobilenetv1(torch):
+    """timm's mobilenetv1_100 layout: conv_stem/bn1, blocks.s.b.{conv_dw,bn1,conv_pw,bn2}, classifier."""
+    nn = torch.nn
+
+    class DepthwiseSeparable(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv_dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+            self.bn1 = nn.BatchNorm2d(cin)
+            self.conv_pw = nn.Conv2d(cin, cout, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+
+        def forward(self, x):
+            x = torch.nn.functional.relu6(self.bn1(self.conv_dw(x)))
+            return torch.nn.functional.relu6(self.bn2(self.conv_pw(x)))
+
+    class MobileNetV1(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(32)
+            stages, cin = [], 32
+            for outs in ([(64, 1)], [(128, 2), (128, 1)], [(256, 2), (256, 1)],
+                         [(512, 2)] + [(512, 1)] * 5, [(1024, 2), (1024, 1)]):
+                blocks = []
+                for cout, stride in outs:
+                    blocks.append(DepthwiseSeparable(cin, cout, stride))
+                    cin = cout
+                stages.append(nn.Sequential(*blocks))
+            self.blocks = nn.Sequential(*stages)
+            self.classifier = nn.Linear(1024, 1000)
+
+        def forward(self, x):
+            x = self.blocks(torch.nn.functional.relu6(self.bn1(self.conv_stem(x))))
+            return self.classifier(x.mean((2, 3)))
+
+    return MobileNetV1()
+
+
+def torch_vgg16(torch):
+    """torchvision's vgg16 layout: features.{conv indices}, avgpool 7x7, classifier.{0,3,6}."""
+    nn = torch.nn
+
+    class VGG16(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers, cin = [], 3
+            for item in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                         512, 512, 512, "M"):
+                if item == "M":
+                    layers.append(nn.MaxPool2d(2, 2))
+                else:
+                    layers += [nn.Conv2d(cin, item, 3, padding=1), nn.ReLU(inplace=True)]
+                    cin = item
+            self.features = nn.Sequential(*layers)
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            self.classifier = nn.Sequential(nn.Linear(25088, 4096), nn.ReLU(True), nn.Dropout(),
+                                            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
+                                            nn.Linear(4096, 1000))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return VGG16()
+
+
+def source_layout(state_dict):
+    return [(k, tuple(v.shape)) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")]
+
+
+@pytest.fixture(scope="module")
+def timm_files(tmp_path_factory):
+    """(safetensors path, .pth path, torch logits, input) of a random timm-layout MobileNetV1."""
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import save_file
+    torch.manual_seed(0)
+    model = torch_mobilenetv1(torch)
+    randomise_batch_norm(model, torch, 1)
+    model.eval()
+    assert source_layout(model.state_dict()) == recorded_state_dict("timm_mobilenetv1_100_state_dict.txt")
+    folder = tmp_path_factory.mktemp("timm")
+    tensors = {k: v.numpy() for k, v in model.state_dict().items()
+               if not k.endswith("num_batches_tracked")}
+    save_file(tensors, str(folder / "model.safetensors"))
+    torch.save(model.state_dict(), folder / "mobilenetv1_100.pth")
+    x = np.random.default_rng(7).uniform(-1, 1, (2, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    return folder / "model.safetensors", folder / "mobilenetv1_100.pth", logits, x
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "pth"])
+def test_timm_mobilenetv1_logits_equal_pytorch(timm_files, kind, tmp_path, capsys, pynative_cpu):
+    import mindspore as ms
+    safetensors_path, pth_path, logits, x = timm_files
+    out = tmp_path / "mobilenetv1.ckpt"
+    source = safetensors_path if kind == "safetensors" else pth_path
+    code, _, err = run_cli(["--source=timm", "--model=mobilenetv1", f"--input={source}",
+                            f"--output={out}"], capsys)
+    assert code == 0, err
+    net, meta, cfg = zoo_network(out)
+    assert cfg["net"]["stride2_padding"] == "symmetric" and meta["num_classes"] == 1000
+    assert json.loads(meta["preprocessing"])["mean"] == [127.5] * 3
+    assert json.loads(meta["class_labels"])[0] == "n01440764"
+    assert relative_error(net(ms.Tensor(x)).asnumpy(), logits) < 1e-4
+
+
+@pytest.mark.slow
+def test_torchvision_vgg16_logits_equal_pytorch(tmp_path, capsys, pynative_cpu):
+    """The full 138 M-parameter layout at 224 (one copy per framework at a time)."""
+    torch = pytest.importorskip("torch")
+    import mindspore as ms
+    torch.manual_seed(0)
+    model = torch_vgg16(torch).eval()
+    assert source_layout(model.state_dict()) == recorded_state_dict("torchvision_vgg16_state_dict.txt")
+    pth = tmp_path / "vgg16-random.pth"
+    torch.save(model.state_dict(), pth)
+    x = np.random.default_rng(8).uniform(-2, 2, (1, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    del model
+    out = tmp_path / "vgg16.ckpt"
+    code, _, err = run_cli(["--source=torchvision", "--model=vgg16", f"--input={pth}",
+                            f"--output={out}"], capsys)
+    assert code == 0, err
+    pth.unlink()
+    net, meta, cfg = zoo_network(out)
+    assert cfg["net"]["has_bias"] is True and cfg["data"]["resize_eval"] == 256
+    assert relative_error(net(ms.Tensor(x)).asnumpy(), logits) < 1e-4
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def assert_nothing_written(folder):
+    assert not [p for p in os.listdir(folder) if p.endswith(".ckpt") or ".tmp" in p]
+
+
+def test_truncated_weights_are_refused(yolo_weights, tmp_path, capsys):
+    cut = tmp_path / "cut.weights"
+    cut.write_bytes(yolo_weights.read_bytes()[:-400])
+    code, _, err = run_cli(["--source=darknet", "--model=yolov3_tiny", f"--input={cut}",
+                            f"--output={tmp_path / 'out.ckpt'}"], capsys)
+    assert_one_error_line(code, err, "truncated", "8858734")
+    assert_nothing_written(tmp_path)
+
+
+def test_weights_of_another_network_are_refused(tiny_weights, tmp_path, capsys):
+    code, _, err = run_cli(["--source=darknet", "--model=yolov3_tiny", f"--input={tiny_weights}",
+                            f"--output={tmp_path / 'out.ckpt'}"], capsys)
+    assert_one_error_line(code, err, "another network", "--model")
+    assert_nothing_written(tmp_path)
+
+
+def test_pth_with_a_pickled_object_is_refused_without_running_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state = torch_mobilenetv1(torch).state_dict()
+    state["payload"] = Payload()
+    torch.save(state, tmp_path / "evil.pth")
+    proc = subprocess.run([sys.executable, "convert_weights.py", "--source=timm",
+                           "--model=mobilenetv1", f"--input={tmp_path / 'evil.pth'}",
+                           f"--output={tmp_path / 'out.ckpt'}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert_one_error_line(proc.returncode, proc.stderr, "posix.system", "refusing")
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists()
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("change, fragment", [("drop", "1 missing (classifier.bias)"),
+                                              ("add", "1 unexpected (head.extra)")])
+def test_safetensors_with_missing_or_extra_keys_are_refused(timm_files, change, fragment,
+                                                            tmp_path, capsys):
+    from safetensors.numpy import load_file, save_file
+    tensors = load_file(str(timm_files[0]))
+    if change == "drop":
+        del tensors["classifier.bias"]
+    else:
+        tensors["head.extra"] = np.zeros(3, np.float32)
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, str(path))
+    code, _, err = run_cli(["--source=timm", "--model=mobilenetv1", f"--input={path}",
+                            f"--output={tmp_path / 'out.ckpt'}"], capsys)
+    assert_one_error_line(code, err, fragment, "--model")
+    assert_nothing_written(tmp_path)
+
+
+def test_model_that_does_not_fit_the_file_is_refused(timm_files, tiny_weights, tmp_path, capsys):
+    _, pth_path, _, _ = timm_files
+    code, _, err = run_cli(["--source=torchvision", "--model=vgg16", f"--input={pth_path}",
+                            f"--output={tmp_path / 'out.ckpt'}"], capsys)
+    assert_one_error_line(code, err, "32 missing", "164 unexpected", "--model")
+    code, _, err = run_cli(["--source=timm", "--model=tinydarknet", f"--input={tiny_weights}",
+                            f"--output={tmp_path / 'out.ckpt'}"], capsys)
+    assert_one_error_line(code, err, "--source=darknet --model=tinydarknet")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_failed_conversion_keeps_an_existing_output(yolo_weights, tmp_path, capsys):
+    out = tmp_path / "kept.ckpt"
+    out.write_bytes(b"earlier result")
+    cut = tmp_path / "cut.weights"
+    cut.write_bytes(yolo_weights.read_bytes()[:1000])
+    code, _, err = run_cli(["--source=darknet", "--model=yolov3_tiny", f"--input={cut}",
+                            f"--output={out}"], capsys)
+    assert_one_error_line(code, err, "truncated")
+    assert out.read_bytes() == b"earlier result"
+
+
+# ----------------------------------------------------------------------------- download
+
+@pytest.fixture
+def local_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/www; yields (base URL, request paths)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root, requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_verifies_caches_and_converts(local_server, tmp_path, capsys, monkeypatch):
+    url, root, requests = local_server
+    weights = write_darknet_weights(YOLO_CFG, root / "yolov3-tiny.weights", 9)
+    digest = sha256_of(weights)
+    monkeypatch.setitem(KNOWN_FILES, "yolov3-tiny", dataclasses.replace(
+        KNOWN_FILES["yolov3-tiny"], sha256=digest, size=weights.stat().st_size))
+    cache = tmp_path / "cache"
+    argv = ["--download=yolov3-tiny", f"--url={url}/yolov3-tiny.weights", f"--cache_dir={cache}"]
+    code, stdout, err = run_cli(argv + [f"--output={tmp_path / 'a.ckpt'}"], capsys)
+    assert code == 0, err
+    assert "100.0%" in err and "is the published yolov3-tiny weights" in stdout
+    assert sha256_of(cache / "yolov3-tiny.weights") == digest
+    _, meta = read_checkpoint(str(tmp_path / "a.ckpt"))
+    assert json.loads(meta["converted_from"])["published"].startswith("COCO test-dev mAP@0.5 33.1")
+    code, stdout, err = run_cli(argv + [f"--output={tmp_path / 'b.ckpt'}"], capsys)
+    assert code == 0 and "using cached" in stdout
+    assert len(requests) == 1
+
+
+def test_download_with_a_wrong_sha256_leaves_nothing(local_server, tmp_path, capsys):
+    url, root, _ = local_server
+    (root / "yolov3-tiny.weights").write_bytes(os.urandom(4096))
+    cache = tmp_path / "cache"
+    code, _, err = run_cli(["--download=yolov3-tiny", f"--url={url}/yolov3-tiny.weights",
+                            f"--cache_dir={cache}", f"--output={tmp_path / 'x.ckpt'}"], capsys)
+    errors = "\n".join(line for line in err.splitlines() if not line.startswith("downloading "))
+    assert_one_error_line(code, errors, "sha256", KNOWN_FILES["yolov3-tiny"].sha256)
+    assert os.listdir(cache) == []
+    assert not (tmp_path / "x.ckpt").exists()
+
+
+# ----------------------------------------------------------------------------- network options
+
+def test_network_options_match_the_sources_parameter_counts():
+    def trainable(net):
+        return sum(int(np.prod(p.shape)) for p in net.trainable_params())
+
+    assert trainable(create_model("tinydarknet", 1000)) == 1_043_104           # upstream
+    assert trainable(create_model("tinydarknet", 1000, final_conv="linear")) == 1_042_104  # tiny.cfg
+    assert trainable(create_model("mobilenetv1", 1000, stride2_padding="symmetric")) == 4_231_976
+    assert trainable(create_model("yolov3_tiny", 80, (416, 416), grid_sensitivity=False)) == 8_852_366
