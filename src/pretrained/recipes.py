@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from src.datasets.coco_categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from src.datasets.common import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from src.pretrained import ConversionError, darknet
 
@@ -153,7 +154,6 @@ def read_darknet_tinydarknet(args: ReadArgs) -> Converted:
 
 def read_darknet_yolov3_tiny(args: ReadArgs) -> Converted:
     """yolov3-tiny.cfg weights (any class count); head channels already anchor-major."""
-    from src.datasets.coco import COCO_CATEGORY_IDS, COCO_CLASS_NAMES  # cv2-heavy: import late
     convs, tensors = _darknet_tensors(args, YOLOV3_TINY_DARKNET_CELLS, "yolov3_tiny")
     filters = convs[-1].filters
     if filters % 3 or filters // 3 <= 5:
