@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import src  # noqa: F401  (must precede mindspore: sets the oneDNN env var)
@@ -332,3 +333,214 @@ def test_require_valid_dataset(demo_data, copy_of):
         require_valid_dataset("imagenet", str(root))
     msg = str(err.value)
     assert "\n" not in msg and "n01440764" in msg and "1 more" in msg
+
+
+# ---------------------------------------------------------------- data against the config,
+# before any work (issue 15): entry points refuse with one line and write nothing
+
+_LAUNCHER_ENV = ("MS_WORKER_NUM", "OMPI_COMM_WORLD_SIZE", "RANK_TABLE_FILE", "RANK_SIZE",
+                 "RANK_ID", "MS_ROLE", "MS_SCHED_HOST", "MS_SCHED_PORT", "DEVICE_ID")
+CONFIGS = {"cifar10": "config/demo.yaml", "imagenet": "config/tinydarknet_imagenet.yaml",
+           "coco": "config/yolov3_tiny_coco.yaml"}
+
+
+def _tree(path):
+    """``{relative path: bytes}`` of every file under ``path``."""
+    path = Path(path)
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def _refused(kind, data_dir, tmp_path, *flags, script="train.py"):
+    """Run ``script`` on ``data_dir``; check one error line, rc 2, nothing written; return it."""
+    out = tmp_path / "out"
+    earlier = out / "earlier_run" / "train.log"
+    earlier.parent.mkdir(parents=True, exist_ok=True)
+    earlier.write_text("an earlier run's log\n")
+    before_out, before_data = _tree(out), _tree(data_dir)
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_ENV}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, script, f"--config_path={CONFIGS[kind]}",
+                           f"--data_dir={data_dir}", "--data.demo=False", f"--output_dir={out}",
+                           "--epochs=1", *flags], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    both = proc.stdout + proc.stderr
+    assert proc.returncode == 2, both[-3000:]
+    assert "Traceback" not in both, both[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, both[-3000:]
+    assert _tree(out) == before_out, "the refused run wrote into the output folder"
+    assert _tree(data_dir) == before_data, "the refused run changed the data"
+    return lines[0]
+
+
+def test_train_refuses_imagenet_class_count_and_val_folders(copy_of, tmp_path):
+    root = copy_of("imagenet")
+    for name in ("n09999998", "n09999999"):  # 12 class folders in train/ and val/
+        for split in ("train", "val"):
+            shutil.copytree(root / split / "n01440764", root / split / name)
+    line = _refused("imagenet", root, tmp_path, "--num_classes=10")
+    assert f"{root / 'train'}: has 12 class folders but num_classes is 10" in line
+    assert "--num_classes=12" in line
+
+    shutil.rmtree(root / "val" / "n09999999")  # every later label would shift by one
+    line = _refused("imagenet", root, tmp_path, "--num_classes=12")
+    assert f"{root / 'val' / 'n09999999'}: class folder missing from val/" in line
+
+
+def test_empty_val_class_folders_refused_before_training_and_evaluation(copy_of, tmp_path):
+    root = copy_of("imagenet")
+    for folder in ("n01440764", "n01443537"):
+        for image in (root / "val" / folder).iterdir():
+            image.unlink()
+    line = _refused("imagenet", root, tmp_path, "--num_classes=10",
+                    "--checkpoint.eval_every_epochs=1")
+    assert f"{root / 'val' / 'n01440764'}: class folder has no images" in line and "1 more" in line
+    ckpt = tmp_path / "any.ckpt"
+    ckpt.write_bytes(b"never read: the data is checked first")
+    line = _refused("imagenet", root, tmp_path, "--num_classes=10", f"--checkpoint_path={ckpt}",
+                    script="eval.py")
+    assert "n01440764: class folder has no images" in line
+
+
+def test_train_refuses_cifar_class_count_truncated_and_zero_filled_batches(copy_of, tmp_path):
+    root = copy_of("cifar10")
+    line = _refused("cifar10", root, tmp_path, "--num_classes=5")
+    assert "num_classes is 5 but CIFAR-10 has 10 classes" in line and "--num_classes=10" in line
+
+    test_batch = root / "cifar-10-verify-bin" / "test_batch.bin"
+    good = test_batch.read_bytes()
+    test_batch.write_bytes(good[:-1000])  # found before the first epoch, not after it
+    line = _refused("cifar10", root, tmp_path)
+    assert f"{test_batch}: file is {len(good) - 1000} bytes, not a multiple of 3073" in line
+    test_batch.write_bytes(good)
+
+    batch = root / "cifar-10-batches-bin" / "data_batch_2.bin"
+    batch.write_bytes(bytes(batch.stat().st_size))
+    line = _refused("cifar10", root, tmp_path)
+    assert f"{batch}: all 100 records are blank images (every pixel 0)" in line
+
+
+def test_zero_filled_and_oversized_batches_in_the_check(copy_of):
+    root = copy_of("cifar10")
+    batches = root / "cifar-10-batches-bin"
+    (batches / "data_batch_1.bin").write_bytes(bytes(3073 * 10001))
+    (p,) = check_dataset("cifar10", str(root))
+    assert p.path == str(batches / "data_batch_1.bin")
+    assert "all 10001 records are blank images" in p.message and "cifar-10-binary" in p.fix
+    big = np.random.default_rng(0).integers(0, 256, (10001, 3073), dtype=np.uint8)
+    big[:, 0] %= 10
+    big[5, 1:] = 0  # one blank record among real ones: a warning, counted
+    (batches / "data_batch_1.bin").write_bytes(big.tobytes())
+    report = inspect_dataset("cifar10", str(root))
+    assert report.ok, report.problems
+    notes = " | ".join(report.notes)
+    assert "1 of 10001 records are blank images" in notes
+    # 4 demo files of 100 records, 1 of 10001, 1 test file of 200: each counted once.
+    assert "of 6 batch file(s), 5 hold fewer and 1 hold more than 10000 records" in notes
+    assert "train 10401 records in 5 files" in report.summary
+
+
+def _coco_doc(root, split="train2017"):
+    return json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+
+
+def _write_coco_doc(root, doc, split="train2017"):
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+
+
+def test_train_refuses_undefined_and_duplicated_coco_category_ids(copy_of, tmp_path):
+    root = copy_of("coco")
+    doc = _coco_doc(root)
+    doc["annotations"][3]["category_id"] = 12  # not a COCO 2017 category
+    _write_coco_doc(root, doc)
+    line = _refused("coco", root, tmp_path)
+    assert "instances_train2017.json: 1 annotations use category ids not in 'categories' " \
+           "(first: 12)" in line
+    doc = _coco_doc(root)
+    doc["annotations"][3]["category_id"] = 1
+    doc["categories"].append(dict(doc["categories"][5]))
+    _write_coco_doc(root, doc)
+    line = _refused("coco", root, tmp_path)
+    assert "1 duplicated category id(s) (first: id 6 in categories[5] and categories[80])" in line
+
+
+def test_boxes_outside_their_images_are_counted_and_refused_when_all_are(copy_of, tmp_path):
+    from src.config import load_config
+    from src.datasets.check import check_data_or_raise, validate_for_config
+    from src.datasets.coco import CocoDetectionReader
+
+    root = copy_of("coco")
+    doc = _coco_doc(root)
+    widths = {i["id"]: i["width"] for i in doc["images"]}
+    first = doc["annotations"][0]
+    first["bbox"][0] = widths[first["image_id"]] + 5  # wholly right of its image
+    _write_coco_doc(root, doc)
+    cfg = load_config(CONFIGS["coco"], overrides=[("data.dir", str(root))])
+    usable = sum(1 for a in doc["annotations"]
+                 if a["iscrowd"] == 0 and a["bbox"][2] > 1 and a["bbox"][3] > 1)
+    found = validate_for_config(cfg, ("train",))
+    assert not [p for p in found if p.is_error]
+    (outside,) = [p for p in found if "wholly outside" in p.message]
+    assert outside.message.startswith(f"1 of {usable} boxes lie wholly outside their image "
+                                      f"(first: annotation id {first['id']} ")
+    assert outside.message.endswith("they are ignored")
+    printed = []  # entry points print the warning, not the check-only notes
+    check_data_or_raise(cfg, ("train",), warn=printed.append)
+    assert printed == [str(outside)] and printed[0].startswith("warning: ")
+    reader = CocoDetectionReader(str(root / "train2017"),
+                                 str(root / "annotations" / "instances_train2017.json"), True)
+    assert sum(len(r.boxes) for r in reader.records) == usable - 1
+
+    for ann in doc["annotations"]:
+        ann["bbox"][1] = -ann["bbox"][3] - 10  # every box above its image
+    _write_coco_doc(root, doc)
+    line = _refused("coco", root, tmp_path)
+    assert "boxes lie wholly outside their image" in line
+    assert "there is nothing to learn from or score" in line
+
+
+def test_zero_byte_coco_training_image_is_one_line_naming_it(copy_of, tmp_path):
+    root = copy_of("coco")
+    victim = root / "train2017" / _coco_doc(root)["images"][4]["file_name"]
+    victim.write_bytes(b"")
+    line = _refused("coco", root, tmp_path)
+    assert line == (f"error: {victim}: zero-byte image file; fix: replace it from train2017.zip "
+                    f"or remove its entry from instances_train2017.json")
+    from src.datasets.coco import read_rgb
+    with pytest.raises(DataError, match=f"{victim}: zero-byte image file"):
+        read_rgb(str(victim))
+
+
+def _jpeg_claiming_size(path, width, height):
+    """A small JPEG whose header (SOF0) says ``width`` x ``height``."""
+    from PIL import Image
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 30)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+
+
+def test_huge_jpeg_is_too_large_not_undecodable(copy_of):
+    from src.datasets.coco import read_rgb
+    from src.datasets.common import decode_pixel_limit
+
+    root = copy_of("imagenet")
+    huge = root / "train" / "n01440764" / "huge.JPEG"
+    _jpeg_claiming_size(huge, 20000, 20000)
+    assert inspect_dataset("imagenet", str(root), 10, full=False).ok  # no decode in the cheap check
+    (p,) = check_dataset("imagenet", str(root), 10)
+    assert p.path == str(huge) and "cannot decode" not in p.message
+    assert (f"image is 20000x20000 = 400000000 pixels, more than the decoder's limit of "
+            f"{decode_pixel_limit()} pixels") in p.message
+    with pytest.raises(DataError, match=f"larger than the decoder's limit of {decode_pixel_limit()}"):
+        read_rgb(str(huge))
+
+
+def test_check_quick_mode_decodes_nothing(demo_data):
+    proc = _cli("--dataset", "coco", "--data_dir", demo_data["coco"], "--quick")
+    assert proc.returncode == 0 and "images decoded" not in proc.stdout, proc.stdout + proc.stderr

@@ -202,6 +202,8 @@ def test_fuzz_cifar10_binary_reader(files):
         report = only_zoo_errors(inspect_dataset, "cifar10", root, 10, "train")
         if not isinstance(report, ZooError) and isinstance(result, ZooError):
             assert report.problems, "the check passed a file the reader refuses"
+        if not isinstance(report, ZooError) and not isinstance(result, ZooError):
+            assert report.ok, f"the check refused a file the reader reads: {report.problems}"
 
 
 # ---------------------------------------------------------------- ImageNet folders (dataset check)
@@ -287,6 +289,12 @@ def test_fuzz_coco_reader(ann, training, num_classes):
     with tempfile.TemporaryDirectory() as root:
         img_dir, ann_file = write_coco(root, ann, tiny_png())
         reader = only_zoo_errors(CocoDetectionReader, img_dir, ann_file, training, num_classes)
+        # The reader refuses exactly what its own validate() calls an error, with that message.
+        found = [p for p in only_zoo_errors(CocoDetectionReader(
+            img_dir, ann_file, training, num_classes, strict=False).validate) if p.is_error]
+        assert isinstance(reader, ZooError) == bool(found), (reader, found)
+        if found:
+            assert str(reader).startswith(found[0].sentence())
         if not isinstance(reader, ZooError):
             assert len(reader) > 0
             for k in range(len(reader)):

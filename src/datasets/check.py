@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from src.datasets.common import (CHECK_HINT, DEMO_HINT, Problem, Problems, errors,  # noqa: F401
-                                 raise_first)
+from src.datasets.common import (CHECK_HINT, DEMO_HINT, WARNING, Problem,  # noqa: F401
+                                 Problems, errors, raise_first)
 from src.errors import DataError, ZooError
 
 DATASETS = ("cifar10", "imagenet", "coco")
@@ -146,13 +146,15 @@ def _warn_on_stderr(line: str) -> None:
 def check_data_or_raise(cfg, splits=("train",), warn: Optional[Callable[[str], None]] = None):
     """Before any work: raise a DataError for the first problem of ``splits``; print warnings.
 
-    Warnings go to ``warn`` (default: stderr), one ``warning: ...`` line each.
+    Warnings go to ``warn`` (default: stderr), one ``warning: ...`` line each; notes
+    are left to ``python -m src.datasets.check``.
     """
     problems = validate_for_config(cfg, splits)
     hint = f"{CHECK_HINT} --dataset {cfg.dataset} --data_dir {cfg.data.dir or '<root>'}"
     raise_first(problems, hint)
     for problem in problems:
-        (warn or _warn_on_stderr)(str(problem))
+        if problem.severity == WARNING:
+            (warn or _warn_on_stderr)(str(problem))
 
 
 def main(argv=None):

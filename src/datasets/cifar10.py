@@ -238,7 +238,7 @@ def validate_root(root, num_classes=None, splits=("train", "eval")):
                            f"point --data_dir at {EVAL_FOLDER} or its parent")
         if want_train and want_eval and len(found) == 1:
             other = EVAL_FOLDER if has_train else TRAIN_FOLDER
-            problems.warn(root, f"only the {found[0]} split was checked; the other one lives in "
+            problems.note(root, f"only the {found[0]} split was checked; the other one lives in "
                                 f"{other}/")
     for reader in readers:
         problems += reader.validate()
@@ -248,7 +248,7 @@ def validate_root(root, num_classes=None, splits=("train", "eval")):
     if fewer or more:
         held = " and ".join(t for t in (f"{fewer} hold fewer" * bool(fewer),
                                         f"{more} hold more" * bool(more)) if t)
-        problems.warn(root, f"of {len(counts)} batch file(s), {held} than {RECORDS_PER_FILE} "
+        problems.note(root, f"of {len(counts)} batch file(s), {held} than {RECORDS_PER_FILE} "
                             f"records: fine for the zoo's numpy reader, but "
                             f"mindspore.dataset.Cifar10Dataset (2.10) only reads files of exactly "
                             f"{RECORDS_PER_FILE} records")

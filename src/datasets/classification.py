@@ -63,31 +63,37 @@ def split_reader(cfg, split: str):
     raise DataError(f"dataset {cfg.dataset!r} is not a classification dataset")
 
 
+def _present_reader(cfg, split: str):
+    """The reader of ``split`` when its folder exists (None otherwise)."""
+    try:
+        reader = split_reader(cfg, split)
+    except DataError:
+        return None
+    return reader if reader.folder.is_dir() else None
+
+
 def validate_for_config(cfg, splits=("train",)):
     """Cheap problems of the config's ``splits``: layout, sizes, class counts, class sets.
 
-    Evaluation class folders are compared with the training ones whenever the
-    training folder exists, so labels cannot shift between the two.
+    ImageNet class folders of train and eval are compared whenever both
+    folders exist, even if this run reads only one of them: a class missing
+    from one shifts every later label.
     """
     readers = {split: split_reader(cfg, split) for split in splits}
     if cfg.dataset == "cifar10":
-        problems = cifar10.class_count_problem(
-            next(iter(readers.values())).folder, cfg.num_classes) if readers else []
+        folder = next(iter(readers.values())).folder if readers else cfg.data.dir
+        problems = cifar10.class_count_problem(folder, cfg.num_classes)
         for reader in readers.values():
             problems += reader.validate()
         return problems
-    train = readers.get("train")
-    if train is None and "eval" in readers:
-        try:
-            candidate = split_reader(cfg, "train")
-        except DataError:
-            candidate = None
-        if candidate is not None and candidate.folder.is_dir():
-            train = candidate
-            problems = train.validate()
-            if any(p.is_error for p in problems):
-                train = None  # its problems are not this run's; compare only with a usable one
-    return imagenet.validate_splits(train, readers.get("eval"), cfg.num_classes)
+    problems = imagenet.validate_splits(readers.get("train"), readers.get("eval"), cfg.num_classes)
+    missing = [s for s in ("train", "eval") if s not in readers]
+    if missing and not any(p.is_error for p in problems):
+        other = _present_reader(cfg, missing[0])
+        if other is not None and not any(p.is_error for p in other.validate()):
+            pair = (other, readers["eval"]) if missing[0] == "train" else (readers["train"], other)
+            problems += imagenet.class_set_problems(*pair)
+    return problems
 
 
 def cifar10_transforms(cfg, training: bool):

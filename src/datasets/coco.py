@@ -33,10 +33,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
-import mindspore.dataset as ds
 import numpy as np
 from PIL import Image
-from pycocotools.coco import COCO
 
 from src.datasets.coco_categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES  # noqa: F401
 from src.datasets.common import (CHECK_HINT, DEMO_HINT, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB,
@@ -50,6 +48,8 @@ DOWNLOAD_FIX = "re-download annotations_trainval2017.zip and extract it into thi
 _MEAN = np.asarray(IMAGENET_MEAN_RGB, np.float32)
 _STD = np.asarray(IMAGENET_STD_RGB, np.float32)
 
+# MindSpore's dataset package and pycocotools are imported where used, so that
+# python -m src.datasets.check does not load them.
 # Data workers run their own processes; OpenCV's thread pool on top would oversubscribe the cores.
 cv2.setNumThreads(0)
 
@@ -70,8 +70,9 @@ def coco_split_paths(cfg, split: str) -> Tuple[str, str]:
     return image_dir, ann_file
 
 
-def load_coco_annotations(ann_file: str) -> COCO:
+def load_coco_annotations(ann_file: str):
     """A pycocotools COCO object (its progress prints silenced); DataError when unusable."""
+    from pycocotools.coco import COCO  # pylint: disable=import-outside-toplevel
     if not ann_file or not os.path.isfile(ann_file):
         raise DataError(f"COCO annotation file {ann_file!r} not found; pass --data_dir=<COCO root> "
                         f"(with annotations/instances_*.json) or the file itself with "
@@ -435,7 +436,7 @@ class CocoDetectionReader:
             problems.error(ann_path, "no image has a usable box (all are crowd or at most 1 px "
                                      "wide/high), so training has nothing to learn from", fix_json)
         if sticking_out:
-            problems.warn(ann_path, f"{sticking_out} {self.split_name} boxes extend more than "
+            problems.note(ann_path, f"{sticking_out} {self.split_name} boxes extend more than "
                                     f"1 px outside their image")
         extras = []
         if crowd:
@@ -752,7 +753,7 @@ class TrainBatchSource:
 
 def build_train_dataset(cfg, make_targets: Callable, target_columns: Sequence[str], rank: int = 0,
                         group_size: int = 1, seed: int = 0,
-                        transform: Optional[Callable] = None) -> ds.GeneratorDataset:
+                        transform: Optional[Callable] = None):
     """Batched training pipeline: ``(image, *target_columns)``, one batch per row.
 
     ``transform(image, boxes, input_hw, rng) -> (image, boxes)`` is the model's
@@ -760,6 +761,7 @@ def build_train_dataset(cfg, make_targets: Callable, target_columns: Sequence[st
     ``make_targets(boxes, input_hw)`` its training targets. Both must pickle
     (module-level functions, partials or dataclass instances) for data workers.
     """
+    import mindspore.dataset as ds  # pylint: disable=import-outside-toplevel
     reader = reader_for(cfg, "train")
     source = TrainBatchSource(reader, cfg.batch_size, training_sizes(cfg),
                               cfg.detection.multi_scale_interval, transform or resize_sample,
@@ -797,6 +799,7 @@ def build_eval_dataset(cfg, batch_size: Optional[int] = None):
 
     The returned dataset carries the reader as ``coco_reader`` (ids, category map).
     """
+    import mindspore.dataset as ds  # pylint: disable=import-outside-toplevel
     reader = reader_for(cfg, "eval")
     workers = clamp_workers(cfg.data.num_workers)
     data = ds.GeneratorDataset(EvalSource(reader, cfg.image_size),

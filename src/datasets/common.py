@@ -26,7 +26,7 @@ MAX_LISTED_IMAGES = 20               # undecodable images listed before a count
 DEMO_HINT = "python -m src.datasets.demo --root demo_data"
 CHECK_HINT = "python -m src.datasets.check"
 
-ERROR, WARNING = "error", "warning"
+ERROR, WARNING, NOTE = "error", "warning", "note"
 
 
 def is_image_name(name: str) -> bool:
@@ -54,8 +54,9 @@ def one_line(text, limit: int = 300) -> str:
 class Problem:
     """One thing wrong with a dataset: where, what, and how to fix it.
 
-    ``severity`` is ``"error"`` (the data cannot be used as it is) or
-    ``"warning"`` (usable, but worth knowing).
+    ``severity`` is ``"error"`` (the data cannot be used as it is),
+    ``"warning"`` (usable, but part of it is ignored: entry points print it) or
+    ``"note"`` (worth knowing when checking a dataset; entry points stay quiet).
     """
 
     path: str
@@ -73,7 +74,7 @@ class Problem:
         return self.severity == ERROR
 
     def __str__(self):
-        kind = "problem" if self.is_error else "warning"
+        kind = "problem" if self.is_error else self.severity
         return f"{kind}: {self.path}: {self.message} -> fix: {self.fix}"
 
     def sentence(self) -> str:
@@ -89,6 +90,9 @@ class Problems(list):
 
     def warn(self, path, message, fix=""):
         self.append(Problem.make(path, message, fix or "none needed", WARNING))
+
+    def note(self, path, message):
+        self.append(Problem.make(path, message, "none needed", NOTE))
 
     def listed(self, items: Sequence, limit: int, make, rest_path, rest_message, rest_fix):
         """Add the first ``limit`` items one by one (``make(item) -> (path, message, fix)``),

@@ -154,7 +154,7 @@ def class_count_problems(split: ImageFolderSplit, num_classes: Optional[int]) ->
     if not n or num_classes is None:
         return problems
     if n == num_classes - 1:
-        problems.warn(split.folder, f"num_classes {num_classes} = {n} class folders + 1, as in "
+        problems.note(split.folder, f"num_classes {num_classes} = {n} class folders + 1, as in "
                                     f"MobileNetV1's 1001-class recipe (label {num_classes - 1} is "
                                     f"never used)")
     elif n != num_classes:
@@ -195,7 +195,7 @@ def validate_splits(train: Optional[ImageFolderSplit], evaluation: Optional[Imag
         problems += class_count_problems(counted, num_classes)
     ignored = sum(s.ignored for s in (train, evaluation) if s is not None)
     if ignored:
-        problems.warn(counted.folder.parent if counted else "",
+        problems.note(counted.folder.parent if counted else "",
                       f"{ignored} non-image entries in class folders ignored (only "
                       f"{', '.join(IMAGE_SUFFIXES)} "
                       f"files in any letter case are read)")
