@@ -499,9 +499,7 @@ def _fit(cfg, ctx, run_dir, log):
     resume_path = resolve_resume_path(cfg, ckpt_dir, log) if cfg.resume else None
     net = build_network(cfg)
     if cfg.pretrained:
-        tensors, _ = ckpt.read_checkpoint(cfg.pretrained)
-        ckpt.load_network_weights(net, tensors, source=f"pretrained checkpoint {cfg.pretrained}")
-        log(f"loaded pretrained weights from {cfg.pretrained}")
+        ckpt.load_pretrained(net, cfg.pretrained, log)
 
     steps_per_epoch = task.train_dataset(cfg, ctx, seed=cfg.seed).get_dataset_size()
     if steps_per_epoch == 0:

@@ -43,6 +43,15 @@ def check_probability(option: str, value) -> float:
     return float(value)
 
 
+def check_bn_eps(value) -> float:
+    """Return a BatchNorm epsilon as a float in (0, 1), else raise ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        hint = " (YAML reads 1e-5 as text: write 1.0e-5)" if isinstance(value, str) else ""
+        raise ConfigError(f"network option 'bn_eps' must be a number in (0, 1), got "
+                          f"{value!r}{hint}")
+    return float(value)
+
+
 def make_initializer(scheme: str, sigma: float = 0.01) -> init.Initializer:
     """The MindSpore initializer for a weight-init scheme name.
 

@@ -523,3 +523,80 @@ def test_network_options_match_the_sources_parameter_counts():
     assert trainable(create_model("tinydarknet", 1000, final_conv="linear")) == 1_042_104  # tiny.cfg
     assert trainable(create_model("mobilenetv1", 1000, stride2_padding="symmetric")) == 4_231_976
     assert trainable(create_model("yolov3_tiny", 80, (416, 416), grid_sensitivity=False)) == 8_852_366
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+def three_class_coco(coco_dir, target, categories=(1, 3, 18)):
+    """The demo COCO training images and boxes of three categories, as a 3-class COCO set."""
+    import shutil
+    with open(coco_dir / "annotations" / "instances_train2017.json", encoding="utf-8") as f:
+        doc = json.load(f)
+    annotations = [a for a in doc["annotations"] if a["category_id"] in categories]
+    ids = {a["image_id"] for a in annotations}
+    images = [img for img in doc["images"] if img["id"] in ids][:16]
+    kept = {img["id"] for img in images}
+    (target / "images").mkdir(parents=True)
+    for img in images:
+        shutil.copy(coco_dir / "train2017" / img["file_name"], target / "images")
+    doc.update(images=images, annotations=[a for a in annotations if a["image_id"] in kept],
+               categories=[c for c in doc["categories"] if c["id"] in categories])
+    (target / "ann.json").write_text(json.dumps(doc))
+    return target / "images", target / "ann.json"
+
+
+def train_and_eval(args, tmp_path):
+    proc = subprocess.run([sys.executable, "train.py", *args, f"--output_dir={tmp_path / 'out'}",
+                           "--run_name=finetune", "--data.num_workers=1", "--log_interval=1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [line for line in proc.stdout.splitlines() if "loaded pretrained weights" in line], proc
+
+
+@pytest.mark.slow
+def test_converted_yolov3_tiny_fine_tunes_to_three_classes(yolo_weights, demo_data, tmp_path,
+                                                          capsys):
+    converted = tmp_path / "yolov3_tiny_darknet.ckpt"
+    code, _, err = run_cli(["--source=darknet", "--model=yolov3_tiny", f"--input={yolo_weights}",
+                            f"--output={converted}"], capsys)
+    assert code == 0, err
+    images, ann = three_class_coco(demo_data["coco"], tmp_path / "three")
+    data = [f"--data.train_dir={images}", f"--data.train_ann_file={ann}",
+            f"--data.eval_dir={images}", f"--data.eval_ann_file={ann}"]
+    lines, proc = train_and_eval(
+        ["--config_path=config/yolov3_tiny_coco.yaml", *data, "--num_classes=3",
+         "--image_size=128", "--batch_size=8", "--epochs=1", "--detection.multi_scale=[]",
+         "--net.grid_sensitivity=false", "--lr.warmup_epochs=0", "--lr.base_lr=0.0001",
+         "--checkpoint.eval_every_epochs=1", f"--pretrained={converted}"], tmp_path)
+    assert lines == [f"loaded pretrained weights from {converted}: 55 tensors loaded; "
+                     f"4 re-initialised (head_stride16, head_stride32)"], proc.stdout[-2000:]
+    assert "mAP" in proc.stdout
+    # Everything but the heads starts as converted.
+    trained, _ = read_checkpoint(str(next((tmp_path / "out" / "finetune" / "checkpoints")
+                                          .glob("*.ckpt"))))
+    assert trained["head_stride32.weight"].shape == (24, 512, 1, 1)
+
+
+@pytest.mark.slow
+def test_converted_classifier_fine_tunes_from_1000_to_10_classes(tiny_weights, demo_data,
+                                                                 tmp_path, capsys):
+    converted = tmp_path / "tinydarknet_darknet.ckpt"
+    code, _, err = run_cli(["--source=darknet", "--model=tinydarknet", f"--input={tiny_weights}",
+                            f"--output={converted}"], capsys)
+    assert code == 0, err
+    lines, proc = train_and_eval(
+        ["--config_path=config/demo.yaml", f"--data_dir={demo_data['cifar10']}",
+         "--data.demo=False", "--epochs=1", "--checkpoint.eval_every_epochs=1",
+         "--net.final_conv=linear", "--net.leaky_alpha=0.1", "--net.bn_eps=1.0e-5",
+         f"--pretrained={converted}"], tmp_path)
+    assert lines == [f"loaded pretrained weights from {converted}: 75 tensors loaded; "
+                     f"2 re-initialised (features.19.conv)"], proc.stdout[-2000:]
+    assert "accuracy" in proc.stdout
+
+
+def test_bn_eps_option_must_be_a_number():
+    from src.errors import ConfigError
+    for model in ("tinydarknet", "mobilenetv1", "yolov3_tiny"):
+        with pytest.raises(ConfigError, match=r"'bn_eps' must be a number in \(0, 1\), got '1e-5' "
+                                              r"\(YAML reads 1e-5 as text: write 1.0e-5\)"):
+            create_model(model, 10, (224, 224), bn_eps="1e-5")

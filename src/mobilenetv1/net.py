@@ -6,7 +6,7 @@ or ``"symmetric"`` (one on every side, as PyTorch/timm).
 """
 from mindspore import nn
 
-from src.layers import ConvBNAct, GlobalAvgPool, check_choice, init_weights
+from src.layers import ConvBNAct, GlobalAvgPool, check_bn_eps, check_choice, init_weights
 from src.registry import register_model
 
 STEM_CHANNELS = 32
@@ -26,6 +26,7 @@ class MobileNetV1(nn.Cell):
                  bn_eps: float = 1e-5):
         super().__init__()
         check_choice("stride2_padding", stride2_padding, STRIDE2_PADDINGS)
+        bn_eps = check_bn_eps(bn_eps)
 
         def conv3x3(in_channels, out_channels, stride, groups=1):
             pad = "pad" if stride == 2 and stride2_padding == "symmetric" else "same"

@@ -7,7 +7,7 @@ MindSpore's; Darknet's own ``tiny.cfg`` is ``leaky_alpha=0.1``,
 """
 from mindspore import nn
 
-from src.layers import ConvBNAct, GlobalAvgPool, check_choice, make_initializer
+from src.layers import ConvBNAct, GlobalAvgPool, check_bn_eps, check_choice, make_initializer
 from src.registry import register_model
 
 POOL = "M"
@@ -31,6 +31,7 @@ class TinyDarkNet(nn.Cell):
                  leaky_alpha: float = 0.2, final_conv: str = "bn_leaky", bn_eps: float = 1e-3):
         super().__init__()
         check_choice("final_conv", final_conv, FINAL_CONVS)
+        bn_eps = check_bn_eps(bn_eps)
         # TruncatedNormal(0.02) is upstream's conv init; sigma applies to the normal schemes.
         conv_init = make_initializer(weight_init, sigma=0.02)
         layers = []

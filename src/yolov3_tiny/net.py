@@ -7,7 +7,7 @@ anchors 3-5), output 1 is stride 16 (small objects, anchors 0-2).
 from mindspore import nn, ops
 
 from src.errors import ConfigError
-from src.layers import ConvBNAct, check_image_size, init_weights
+from src.layers import ConvBNAct, check_bn_eps, check_image_size, init_weights
 from src.registry import register_model
 
 DOWNSAMPLE = 32
@@ -71,7 +71,7 @@ class YOLOv3Tiny(nn.Cell):
         super().__init__()
         out_channels = ANCHORS_PER_SCALE * (num_classes + BOX_ATTRIBUTES)
         self.grid_sensitivity = bool(grid_sensitivity)
-        self.backbone = YOLOv3TinyBackbone(leaky_alpha, bn_eps)
+        self.backbone = YOLOv3TinyBackbone(leaky_alpha, check_bn_eps(bn_eps))
         self.head_stride32 = nn.Conv2d(512, out_channels, 1, has_bias=True)
         self.head_stride16 = nn.Conv2d(256, out_channels, 1, has_bias=True)
 
