@@ -20,6 +20,7 @@ import pytest
 import convert_weights
 from src.checkpoint import load_network_weights, read_checkpoint
 from src.cli import run_main
+from src.datasets.letterbox import letterbox, unletterbox_boxes
 from src.pretrained import darknet
 from src.pretrained.known_files import KNOWN_FILES, sha256_of
 from src.pretrained.recipes import darknet_imagenet_labels
@@ -125,19 +126,6 @@ def opencv_forward(cfg, weights, x, outputs):
     return reference.forward(outputs)
 
 
-def letterbox(image, size, fill):
-    """Darknet's letterbox of a float (3, h, w) image into (3, size, size); returns (canvas, scale, pad)."""
-    import cv2
-    _, h, w = image.shape
-    scale = min(size / w, size / h)
-    new_w, new_h = int(round(w * scale)), int(round(h * scale))
-    resized = cv2.resize(image.transpose(1, 2, 0), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((size, size, 3), fill, np.float32)
-    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
-    return canvas.transpose(2, 0, 1)[None].copy(), scale, (pad_x, pad_y)
-
-
 def test_darknet_yolov3_tiny_equals_opencv_heads_and_detections(yolo_weights, tmp_path, capsys,
                                                                 pynative_cpu):
     import cv2
@@ -155,8 +143,8 @@ def test_darknet_yolov3_tiny_equals_opencv_heads_and_detections(yolo_weights, tm
     rng = np.random.default_rng(3)
     photo = cv2.GaussianBlur(rng.uniform(0, 1, (240, 320, 3)).astype(np.float32), (9, 9), 3)
     preprocessing = json.loads(meta["preprocessing"])
-    x, scale, (pad_x, pad_y) = letterbox(photo.transpose(2, 0, 1), 416,
-                                         preprocessing["letterbox_fill"])
+    canvas, scale, pad = letterbox(photo, (416, 416), preprocessing["letterbox_fill"])
+    x = canvas.transpose(2, 0, 1)[None].copy()
     cv_raw32, cv_raw16, cv_yolo16, cv_yolo23 = opencv_forward(
         YOLO_CFG, yolo_weights, x, ["conv_15", "conv_22", "yolo_16", "yolo_23"])
     zoo_raw32, zoo_raw16 = (o.asnumpy() for o in net(ms.Tensor(x)))
@@ -182,8 +170,8 @@ def test_darknet_yolov3_tiny_equals_opencv_heads_and_detections(yolo_weights, tm
     results = []
     for decoded in (zoo_decoded, cv_decoded):
         dets = detect(decoded, 416.0, 416.0, settings)
-        boxes = (dets.boxes - [pad_x, pad_y, pad_x, pad_y]) / scale  # undo the letterbox
-        results.append((boxes, dets.scores, dets.classes))
+        results.append((unletterbox_boxes(dets.boxes, scale, pad, 320, 240), dets.scores,
+                        dets.classes))
     assert len(results[0][1]) > 10
     np.testing.assert_array_equal(results[0][2], results[1][2])
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4)
@@ -600,3 +588,17 @@ def test_bn_eps_option_must_be_a_number():
         with pytest.raises(ConfigError, match=r"'bn_eps' must be a number in \(0, 1\), got '1e-5' "
                                               r"\(YAML reads 1e-5 as text: write 1.0e-5\)"):
             create_model(model, 10, (224, 224), bn_eps="1e-5")
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_maps_boxes_back():
+    image = np.random.default_rng(0).uniform(0, 1, (100, 200, 3)).astype(np.float32)
+    canvas, scale, pad = letterbox(image, (416, 416), 0.5)
+    assert canvas.shape == (416, 416, 3) and scale == 416 / 200 and pad == (0, 104)
+    assert (canvas[:104] == 0.5).all() and (canvas[104 + 208:] == 0.5).all()
+    assert abs(float(canvas[104:312].mean()) - float(image.mean())) < 0.01
+    boxes = np.array([[10.0, 20.0, 50.0, 80.0], [0.0, 0.0, 416.0, 416.0]])
+    on_canvas = boxes * scale + [0, 104, 0, 104]
+    back = unletterbox_boxes(on_canvas[:1], scale, pad, 200, 100)
+    np.testing.assert_allclose(back, boxes[:1], atol=1e-4)
+    np.testing.assert_allclose(unletterbox_boxes(boxes[1:], scale, pad, 200, 100),
+                               [[0, 0, 200, 100]])  # clipped to the image
