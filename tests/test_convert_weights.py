@@ -319,18 +319,21 @@ def timm_files(tmp_path_factory):
                if not k.endswith("num_batches_tracked")}
     save_file(tensors, str(folder / "model.safetensors"))
     torch.save(model.state_dict(), folder / "mobilenetv1_100.pth")
+    # torch < 1.6's stream format, which files published before 2020 use.
+    torch.save(model.state_dict(), folder / "legacy.pth", _use_new_zipfile_serialization=False)
     x = np.random.default_rng(7).uniform(-1, 1, (2, 3, 224, 224)).astype(np.float32)
     with torch.no_grad():
         logits = model(torch.from_numpy(x)).numpy()
     return folder / "model.safetensors", folder / "mobilenetv1_100.pth", logits, x
 
 
-@pytest.mark.parametrize("kind", ["safetensors", "pth"])
+@pytest.mark.parametrize("kind", ["safetensors", "pth", "legacy pth"])
 def test_timm_mobilenetv1_logits_equal_pytorch(timm_files, kind, tmp_path, capsys, pynative_cpu):
     import mindspore as ms
     safetensors_path, pth_path, logits, x = timm_files
     out = tmp_path / "mobilenetv1.ckpt"
-    source = safetensors_path if kind == "safetensors" else pth_path
+    source = {"safetensors": safetensors_path, "pth": pth_path,
+              "legacy pth": pth_path.parent / "legacy.pth"}[kind]
     code, _, err = run_cli(["--source=timm", "--model=mobilenetv1", f"--input={source}",
                             f"--output={out}"], capsys)
     assert code == 0, err
@@ -602,3 +605,13 @@ def test_letterbox_keeps_the_aspect_ratio_and_maps_boxes_back():
     np.testing.assert_allclose(back, boxes[:1], atol=1e-4)
     np.testing.assert_allclose(unletterbox_boxes(boxes[1:], scale, pad, 200, 100),
                                [[0, 0, 200, 100]])  # clipped to the image
+
+
+def test_a_published_file_of_another_model_is_refused(tiny_weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(KNOWN_FILES, "tiny", dataclasses.replace(
+        KNOWN_FILES["tiny"], sha256=sha256_of(tiny_weights)))
+    code, _, err = run_cli(["--source=darknet", "--model=yolov3_tiny", f"--input={tiny_weights}",
+                            f"--output={tmp_path / 'out.ckpt'}"], capsys)
+    assert_one_error_line(code, err, "is the published tiny (darknet tinydarknet)",
+                          "--source=darknet --model=tinydarknet")
+    assert_nothing_written(tmp_path)
