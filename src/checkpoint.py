@@ -164,27 +164,28 @@ def load_network_weights(net, tensors: Dict[str, ms.Parameter], source: str = "c
         param.set_data(ms.Tensor(value.asnumpy()).astype(param.dtype))
 
 
-def load_pretrained(net, path: str, log=print) -> Tuple[List[str], List[str]]:
+def load_pretrained(net, path: str, log=print, prefix: str = "") -> Tuple[List[str], List[str]]:
     """Initialise ``net`` from the checkpoint ``path`` for fine-tuning; return (loaded, kept).
 
-    Every parameter whose name and shape the checkpoint holds is loaded; the
-    others (a head sized for another class count) keep the network's fresh
-    initialisation, and one line names their cells. A checkpoint that fits no
-    parameter at all is a CheckpointError.
+    Every parameter whose name (starting with ``prefix``) and shape the
+    checkpoint holds is loaded; the others (a head sized for another class
+    count) keep the network's fresh initialisation, and one line names their
+    cells. A checkpoint that fits no parameter at all is a CheckpointError.
     """
     tensors, _ = read_checkpoint(path)
     pairs = network_parameters(net)
     lookup = _prefix_tolerant_lookup(tensors, [name for name, _ in pairs])
     loaded, kept = [], []
     for name, param in pairs:
-        key = lookup.get(name)
+        key = lookup.get(name) if name.startswith(prefix) else None
         if key is not None and tuple(tensors[key].shape) == tuple(param.shape):
             param.set_data(ms.Tensor(tensors[key].asnumpy()).astype(param.dtype))
             loaded.append(name)
         else:
             kept.append(name)
     if not loaded:
-        raise CheckpointError(f"pretrained checkpoint {path!r} fits nothing of the network (no "
+        what = f"the network's {prefix}* parameters" if prefix else "the network"
+        raise CheckpointError(f"pretrained checkpoint {path!r} fits nothing of {what} (no "
                               f"parameter name and shape in common); check --model")
     cells = sorted({name.rsplit(".", 1)[0] for name in kept})
     log(f"loaded pretrained weights from {path}: {len(loaded)} tensors loaded; {len(kept)} "

@@ -142,6 +142,8 @@ SCHEMA: Dict[str, Any] = {
     "log_interval": Key(0, "steps between progress lines; 0 = about 10 per epoch", low=0,
                         high=MAX_STEPS),
     "pretrained": Key("", "checkpoint whose weights initialise training"),
+    "pretrained_backbone": Key("", "checkpoint whose backbone.* weights initialise training "
+                               "(upstream YOLO spelling; the rest starts fresh)"),
     "resume": Key("", "checkpoint (or run folder, or 'auto') to continue training from"),
     "checkpoint_path": Key("", "checkpoint (file or folder) to evaluate or export"),
     "checkpoint": {
@@ -209,7 +211,7 @@ FLAG_ALIASES: Dict[str, str] = {
     "ann_file": "data.eval_ann_file",
     "dataset_name": "dataset",
     "platform": "device_target",
-    "pre_trained": "pretrained",
+    "pre_trained": "pretrained", "resume_yolo": "pretrained",
     "ckpt_file": "checkpoint_path", "ckpt_path": "checkpoint_path",
     "per_batch_size": "batch_size",
     "max_epoch": "epochs", "epoch_size": "epochs",

@@ -498,6 +498,8 @@ def _fit(cfg, ctx, run_dir, log):
         ckpt_dir = os.path.join(ckpt_dir, f"rank_{ctx.rank}")
     resume_path = resolve_resume_path(cfg, ckpt_dir, log) if cfg.resume else None
     net = build_network(cfg)
+    if cfg.pretrained_backbone:
+        ckpt.load_pretrained(net, cfg.pretrained_backbone, log, prefix="backbone.")
     if cfg.pretrained:
         ckpt.load_pretrained(net, cfg.pretrained, log)
 

@@ -615,3 +615,32 @@ def test_a_published_file_of_another_model_is_refused(tiny_weights, tmp_path, ca
     assert_one_error_line(code, err, "is the published tiny (darknet tinydarknet)",
                           "--source=darknet --model=tinydarknet")
     assert_nothing_written(tmp_path)
+
+
+def test_pretrained_backbone_loads_only_the_backbone(tmp_path):
+    import mindspore as ms
+    from mindspore.nn.utils import no_init_parameters
+    from src.checkpoint import load_pretrained, save_checkpoint
+    from src.config import load_config
+    from src.errors import CheckpointError
+
+    cfg = load_config("config/yolov3_tiny_coco.yaml",
+                      cli_args=["--pretrained_backbone=a.ckpt", "--resume_yolo=b.ckpt"])
+    assert (cfg.pretrained_backbone, cfg.pretrained) == ("a.ckpt", "b.ckpt")  # upstream spellings
+    with no_init_parameters():
+        source = create_model("yolov3_tiny", 80, (416, 416))
+    for _, param in source.parameters_and_names():
+        param.set_data(ms.Tensor(np.full(param.shape, 0.25, np.float32)))
+    path = save_checkpoint(str(tmp_path / "yolo.ckpt"), source)
+    net = create_model("yolov3_tiny", 80, (416, 416))
+    lines = []
+    loaded, kept = load_pretrained(net, path, lines.append, prefix="backbone.")
+    assert len(loaded) == 55 and sorted(kept) == ["head_stride16.bias", "head_stride16.weight",
+                                                  "head_stride32.bias", "head_stride32.weight"]
+    assert lines == [f"loaded pretrained weights from {path}: 55 tensors loaded; 4 re-initialised "
+                     f"(head_stride16, head_stride32)"]
+    params = dict(net.parameters_and_names())
+    assert (params["backbone.conv0.conv.weight"].asnumpy() == 0.25).all()
+    assert not (params["head_stride32.weight"].asnumpy() == 0.25).any()
+    with pytest.raises(CheckpointError, match="fits nothing of the network's backbone"):
+        load_pretrained(create_model("tinydarknet", 10), path, lines.append, prefix="backbone.")
