@@ -1,8 +1,8 @@
-"""Detect objects with YOLOv3-Tiny: draw boxes on images and write the detections as JSON.
+"""Detect objects with a zoo detector: draw boxes on images and write the detections as JSON.
 
-    python detect.py --config_path=config/yolov3_tiny_coco.yaml --checkpoint_path=best.ckpt \\
+    python detect.py --config_path=config/<detector>_coco.yaml --checkpoint_path=best.ckpt \\
         --input=photo.jpg --output=detections/
-    python detect.py --config_path=config/yolov3_tiny_coco.yaml --model_file=yolov3_tiny_coco.mindir \\
+    python detect.py --model_file=<detector>_coco.mindir \\
         --input=images/ --output=detections/          # an exported MINDIR or ONNX file
 
 Flags of this script (the rest are config keys):
@@ -10,10 +10,12 @@ Flags of this script (the rest are config keys):
   --output DIR        where the drawn images and detections.json go
   --model_file FILE   an exported .mindir/.onnx instead of --checkpoint_path (same image_size)
 
-Boxes scoring at least ``detection.score_threshold`` are kept; this script
-defaults it to 0.3 (evaluation uses 0.001), e.g. ``--detection.score_threshold=0.5``.
-Class names come from the evaluation annotation file when the config names
-one, else the 80 COCO names. Files are written atomically.
+The config comes from ``--config_path``, else from the ``--model_file`` deploy
+spec. The model's spec decodes the outputs and may set defaults of its own for
+this script (YOLOv3-Tiny keeps boxes scoring at least 0.3 here, where evaluation
+uses 0.001: ``--detection.score_threshold=0.5`` changes it). A classifier's
+checkpoint or export is refused. Class names come from the evaluation annotation
+file when the config names one, else the 80 COCO names. Files are written atomically.
 """
 import argparse
 import json
@@ -30,7 +32,6 @@ from src.errors import ConfigError, DataError
 from src.utils.io import atomic_path, atomic_write_text
 
 USAGE = __doc__
-DEMO_SCORE_THRESHOLD = 0.3
 from src.datasets.common import IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # noqa: E402
 
 
@@ -56,8 +57,37 @@ def input_images(path: str) -> List[str]:
     raise DataError(f"input {path!r} not found; pass --input=<image file or folder>")
 
 
+def resolve_config(args, rest: Sequence[str]):
+    """The config (``--config_path``, else the export's deploy spec) with the model's demo defaults.
+
+    A classifier is refused here, before any work.
+    """
+    from src.config import split_config_path  # pylint: disable=import-outside-toplevel
+    from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
+    config_path, overrides = split_config_path(rest)
+    if args.model_file and not config_path and not {"-h", "--help"} & set(rest):
+        from src.config import parse_overrides  # pylint: disable=import-outside-toplevel
+        from src.deploy.spec import load_spec, spec_config  # pylint: disable=C0415
+        cfg = spec_config(load_spec(args.model_file))
+        defaults = dict(get_model_spec(cfg.model).detect_defaults) if cfg.model else {}
+        changes = {key: value for key, value, _ in parse_overrides(overrides)}
+        cfg = cfg.replace(**{**defaults, **changes})
+    else:
+        cfg = parse(rest, USAGE)
+        spec = get_model_spec(cfg.model)
+        if spec.detect_defaults:
+            cfg = parse(rest, USAGE, program_defaults=spec.detect_defaults)
+    spec = get_model_spec(cfg.model)
+    if spec.task != "detection":
+        what = f"export {args.model_file!r}" if args.model_file else f"model {cfg.model!r}"
+        raise ConfigError(f"detect.py needs a detection model, but {what} is a {spec.task} "
+                          f"model ({cfg.model}); use eval.py or infer.py for it, or give a "
+                          f"detector's --config_path / --model_file")
+    return cfg
+
+
 def load_predictor(cfg, model_file: str):
-    """``f(batch (N,3,H,W) float32) -> list of decoded output arrays`` from a file or checkpoint."""
+    """``f(batch (N,3,H,W) float32) -> list of output arrays`` from a file or checkpoint."""
     from src.export import ExportedModel  # pylint: disable=import-outside-toplevel
     if model_file:
         return ExportedModel(model_file)
@@ -68,20 +98,27 @@ def load_predictor(cfg, model_file: str):
 
     from src import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
     from src.device import setup_device  # pylint: disable=import-outside-toplevel
-    from src.engine import build_network  # pylint: disable=import-outside-toplevel
-    from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
+    from src.engine import build_network, check_checkpoint_matches  # noqa: C0415
+    from src.registry import get_model_spec, list_models  # pylint: disable=C0415
     from src.tasks import get_task  # pylint: disable=import-outside-toplevel
 
-    if get_model_spec(cfg.model).task != "detection":
-        raise ConfigError(f"detect.py needs a detection model, not {cfg.model!r}; use "
-                          f"--config_path=config/yolov3_tiny_coco.yaml")
     setup_device(cfg.device_target, cfg.device_id, cfg.mode)
-    tensors, _ = ckpt.read_checkpoint(cfg.checkpoint_path)
+    source = f"checkpoint {cfg.checkpoint_path}"
+    tensors, meta = ckpt.read_checkpoint(cfg.checkpoint_path)
+    stored = meta.get("model")
+    if stored in list_models() and get_model_spec(stored).task != "detection":
+        raise ConfigError(f"detect.py needs a detection model, but {source} holds {stored} "
+                          f"(a {get_model_spec(stored).task} model); use eval.py for it")
+    check_checkpoint_matches(cfg, meta, source, check_dataset=False)
     net = build_network(cfg)
-    ckpt.load_network_weights(net, tensors, source=f"checkpoint {cfg.checkpoint_path}")
+    ckpt.load_network_weights(net, tensors, source=source)
     infer = get_task("detection").export_network(cfg, net)
     infer.set_train(False)
-    return lambda batch: [o.asnumpy() for o in infer(ms.Tensor(batch))]
+
+    def predict(batch):
+        outputs = infer(ms.Tensor(batch))
+        return [o.asnumpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
+    return predict
 
 
 def class_color(class_index: int) -> Tuple[int, int, int]:
@@ -128,20 +165,18 @@ def detection_records(dets, names: Sequence[str], category_ids: Sequence[int]) -
 
 def main(argv) -> int:
     args, rest = split_flags(argv)
-    cfg = parse(rest, USAGE, program_defaults=[("detection.score_threshold",
-                                                DEMO_SCORE_THRESHOLD)])
+    cfg = resolve_config(args, rest)
     if not args.output:
         raise ConfigError("no output folder; pass --output=<folder>")
     files = input_images(args.input)
     # Loaded after the flags are checked: these bring in MindSpore.
     from src.datasets.coco import (  # pylint: disable=import-outside-toplevel
         class_catalog, preprocess_for_inference, read_rgb)
-    from src.yolov3_tiny.postprocess import (  # pylint: disable=import-outside-toplevel
-        DetectionSettings, detect)
+    from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
 
     predict = load_predictor(cfg, args.model_file)
     names, category_ids = class_catalog(cfg)
-    settings = DetectionSettings.from_config(cfg)
+    decode = get_model_spec(cfg.model).decode(cfg)
     results = []
     for path in files:
         image = read_rgb(path)
@@ -153,7 +188,7 @@ def main(argv) -> int:
             raise ConfigError(f"the model could not run a {cfg.image_size[0]}x{cfg.image_size[1]} "
                               f"input ({str(exc).splitlines()[0]}); pass the --image_size it was "
                               f"exported with") from None
-        dets = detect([o[0] for o in outputs], float(width), float(height), settings)
+        dets = decode([o[0] for o in outputs], float(width), float(height))
         name = os.path.basename(path)
         save_image_atomically(draw_detections(image, dets, names), os.path.join(args.output, name))
         records = detection_records(dets, names, category_ids)

@@ -49,7 +49,7 @@ def main(argv) -> int:
     net = build_network(cfg)
     ckpt.load_network_weights(net, tensors, source=f"checkpoint {cfg.checkpoint_path}")
     task = get_task(get_model_spec(cfg.model).task)
-    deploy_net = task.export_network(cfg, net) if hasattr(task, "export_network") else net
+    deploy_net = task.export_network(cfg, net)
     file_base = cfg.export.file_name or f"{cfg.model}_{cfg.dataset}"
     path = export_network(deploy_net, file_base, cfg.export.file_format, cfg.export.batch_size,
                           cfg.image_size, verify=cfg.export.verify, tolerance=cfg.export.tolerance)

@@ -63,7 +63,8 @@ class Key:
         return self.type or type(self.default)
 
 
-# Every key the zoo knows, with its default and a one-line meaning.
+# Every shared key, with its default and a one-line meaning. Each model package adds
+# its own section (``config_section`` of its spec, see add_config_section).
 SCHEMA: Dict[str, Any] = {
     # --- what to run -------------------------------------------------------
     "model": Key("mobilenetv1", "network name (see src/registry.py)"),
@@ -173,33 +174,6 @@ SCHEMA: Dict[str, Any] = {
         "data_url": Key("", "OBS URL of the dataset"),
         "train_url": Key("", "OBS URL for outputs"),
         "checkpoint_url": Key("", "OBS URL of a checkpoint"),
-    },
-    # --- detection (YOLOv3-Tiny) -------------------------------------------------
-    "detection": {
-        "anchors": Key([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]],
-                       "anchor (w, h) pairs in input pixels", type=list),
-        "anchor_masks": Key([[3, 4, 5], [0, 1, 2]],
-                            "anchor indices per output (stride 32 first)", type=list),
-        "max_boxes": Key(90, "boxes kept per image"),
-        "assign_iou_threshold": Key(0.213, "anchors above this IoU with a box also predict it"),
-        "ignore_threshold": Key(0.7, "predictions above this IoU with any box get no no-object loss"),
-        "coord_scale": Key(4.0, "GIoU box-loss weight"),
-        "large_scale": Key(4.0, "weight of the stride-32 output's loss"),
-        "label_smoothing": Key(0.0, "class target smoothing"),
-        "multi_scale": Key([], "training sizes to pick from (square); empty = image_size only",
-                           type=list, item_type=int),
-        "multi_scale_interval": Key(10, "batches between input-size changes"),
-        "jitter": Key(0.3, "random aspect jitter of the training crop"),
-        "crop_scale": Key([0.25, 2.0], "random size range of the training crop, relative to "
-                          "the input size [min, max]", type=list, item_type=float),
-        "hue": Key(0.015, "HSV hue jitter"),
-        "saturation": Key(1.5, "HSV saturation jitter"),
-        "value": Key(0.4, "HSV value jitter"),
-        "nms_iou": Key(0.5, "NMS IoU threshold"),
-        "score_threshold": Key(0.001, "keep detections scoring at least this (0.001 for mAP)"),
-        "multi_label": Key(True, "a box may be reported for several classes"),
-        "multi_label_threshold": Key(0.15, "class probability needed for multi-label output"),
-        "max_detections": Key(100, "detections kept per image after NMS (COCO uses 100)"),
     },
 }
 
@@ -770,3 +744,28 @@ def save_config(cfg: Config, run_dir: str) -> str:
     path = os.path.join(run_dir, "config.yaml")
     atomic_write_text(path, cfg.dump())
     return path
+
+
+def add_config_section(section: str, keys: Dict[str, Any], owner: str) -> None:
+    """Add a model's ``{key: Key}`` section to the schema (called by src.registry).
+
+    Several models may share a section name; a key defined twice, or a section
+    name that is a shared key, is a programming error.
+    """
+    node = SCHEMA.setdefault(section, {})
+    if isinstance(node, Key):
+        raise RuntimeError(f"model {owner!r}: config section {section!r} is a shared key")
+    clash = sorted(set(node) & set(keys))
+    if clash:
+        raise RuntimeError(f"model {owner!r}: config keys {[f'{section}.{k}' for k in clash]} "
+                           f"are already defined")
+    node.update(keys)
+
+
+def _add_model_sections() -> None:
+    from src.registry import discover_models  # pylint: disable=import-outside-toplevel
+    discover_models()
+
+
+# Last, so that the model modules can import Key from this (partly initialised) module.
+_add_model_sections()

@@ -552,7 +552,7 @@ def _fit(cfg, ctx, run_dir, log):
     if resumed_scale is not None and math.isfinite(resumed_scale) and resumed_scale >= 1:
         train_step.scale.set_data(ms.Tensor(resumed_scale, ms.float32))
     writes_checkpoints = ctx.is_main or cfg.checkpoint.save_on_all_ranks
-    progress_line = getattr(task, "progress_line", default_progress_line)
+    progress_line = spec.progress_line or default_progress_line
     metrics = None
 
     def save(path):
@@ -601,11 +601,11 @@ def _fit(cfg, ctx, run_dir, log):
                                     f"--checkpoint.eval_every_epochs=0)") from None
                 log(task.format_metrics(metrics))
                 train_step.set_train()
-                score = metrics[task.PRIMARY_METRIC]
+                score = metrics[task.primary_metric]
                 if cfg.checkpoint.keep_best and (state.best_metric is None or score > state.best_metric):
                     state.best_metric = score
                     best = save(os.path.join(ckpt_dir, "best.ckpt"))
-                    log(f"new best {task.PRIMARY_METRIC} {score:.4f}: saved {best}")
+                    log(f"new best {task.primary_metric} {score:.4f}: saved {best}")
     except _StopAtStep:
         raise _interrupted(cfg, state, ckpt_dir, steps_per_epoch, writes_checkpoints, save,
                            log) from None

@@ -1,28 +1,120 @@
-"""Model registry: maps a model name to the function that builds its network.
+"""Model registry: each model's :class:`ModelSpec`, found without a hand-kept list.
 
-Each per-model package registers its builder with :func:`register_model`. The
-builder's keyword arguments (other than ``num_classes`` and ``image_size``) are
-the model's network options: the config's ``net`` section is checked against
-them, so a misspelled option is an error rather than silently ignored.
+A model package is a sub-package of ``src`` holding a ``model.py``; importing
+that module registers the package's spec with :func:`register_model`.
+``ZOO_PLUGINS`` (``os.pathsep``-separated importable module names, or paths of
+a Python file or package folder) adds models from outside ``src`` the same way,
+for example ``ZOO_PLUGINS=tests/toy_models python train.py ...``.
+
+A spec names everything model-specific that shared code needs: the network
+builder (its keyword-only arguments are the ``net`` options), the loss and
+target builder, the deploy network and its output layout, the decoding of
+those outputs, the input preprocessing and the model's own config section.
+Parts may be given as ``"module:attribute"`` strings, imported on first use,
+so that discovering the models (and building the config schema from their
+sections) does not load MindSpore.
 """
 import dataclasses
 import importlib
 import inspect
-from typing import Callable, Dict, List
+import os
+import pkgutil
+import sys
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from src.errors import ConfigError
+from src.tasks import task_names
 
-MODEL_PACKAGES = ("tinydarknet", "mobilenetv1", "vgg16", "yolov3_tiny")
+PLUGINS_ENV = "ZOO_PLUGINS"
+SPEC_MODULE = "model"  # src/<package>/model.py registers the package's model
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """What the zoo knows about one registered model."""
+class Preprocessing:
+    """How a model wants its input images made (evaluation, export, deploy).
 
-    name: str
-    builder: Callable
-    task: str  # "classification" or "detection"
-    input_multiple: int = 1  # image height and width must be multiples of this
+    ``mean``/``std`` are RGB on the 0-255 scale; None means the dataset's
+    statistics. ``resize_mode`` None means the dataset's evaluation resize;
+    ``"stretch"`` resizes to the input size without keeping the aspect ratio.
+    """
+
+    mean: Optional[Tuple[float, float, float]] = None
+    std: Optional[Tuple[float, float, float]] = None
+    resize_mode: Optional[str] = None
+
+
+def _resolve(ref):
+    """The object a ``"module:attribute.path"`` string names (anything else passes through)."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attribute = ref.partition(":")
+    value = importlib.import_module(module)
+    for name in attribute.split("."):
+        value = getattr(value, name)
+    return value
+
+
+class ModelSpec:
+    """What the zoo knows about one registered model.
+
+    Args:
+        name: the ``model`` config value.
+        task: ``"classification"`` or ``"detection"`` (:mod:`src.tasks`).
+        builder: ``builder(num_classes, image_size, *, **options) -> nn.Cell``.
+        loss: ``loss(cfg, net) -> cell`` taking the training columns; None: the task's.
+        targets: detection: ``targets(cfg) -> (f(boxes, input_hw) -> arrays, column names)``,
+            f picklable (it runs in data workers).
+        augmentation: detection: ``augmentation(cfg) -> f(image, boxes, out_hw, rng) ->
+            (image, boxes)`` for training; None: the dataset's default.
+        deploy: ``deploy(cfg, net) -> cell`` that export.py writes; None: the network itself.
+        output_layout: ``output_layout(cfg) -> [shape per output]`` of the deploy
+            network for one image (no batch axis); None: ``[(num_classes,)]``.
+        decode: detection: ``decode(cfg) -> f(outputs of one image, image_w, image_h) ->
+            Detections`` (:mod:`src.detections`), boxes in image pixels after NMS.
+        preprocessing: a :class:`Preprocessing`, or ``f(cfg) -> Preprocessing``.
+        progress_line: optional training progress formatter (the model's upstream log habit),
+            same arguments as :func:`src.engine.default_progress_line`.
+        config_section: ``{section: {key: src.config.Key}}`` added to the config schema.
+        default_config: the YAML (relative to the repository) of the model's main recipe.
+        detect_defaults: ``(dotted key, value)`` defaults of detect.py for this model.
+        input_multiple: image height and width must be multiples of this (an int, or a
+            ``"module:attribute"`` naming one).
+    """
+
+    PARTS = ("builder", "loss", "targets", "augmentation", "deploy", "output_layout", "decode",
+             "preprocessing", "progress_line")
+
+    def __init__(self, name: str, task: str, builder, *, loss=None, targets=None,
+                 augmentation=None, deploy=None, output_layout=None, decode=None,
+                 preprocessing=None, progress_line=None, config_section: Dict = None,
+                 default_config: str = None, detect_defaults: Sequence = (),
+                 input_multiple=1):
+        if task not in task_names():
+            raise ValueError(f"model {name!r}: task must be one of {task_names()}, got {task!r}")
+        if task == "detection" and None in (targets, loss, decode, output_layout):
+            raise ValueError(f"detection model {name!r} needs targets, loss, decode and "
+                             f"output_layout")
+        self.name = name
+        self.task = task
+        self.config_section = dict(config_section or {})
+        self.default_config = default_config
+        self.detect_defaults = tuple(detect_defaults)
+        self._refs = {"builder": builder, "loss": loss, "targets": targets,
+                      "augmentation": augmentation, "deploy": deploy,
+                      "output_layout": output_layout, "decode": decode,
+                      "preprocessing": preprocessing or Preprocessing(),
+                      "progress_line": progress_line, "input_multiple": input_multiple}
+
+    def __getattr__(self, part):
+        refs = self.__dict__.get("_refs", {})
+        if part not in refs:
+            raise AttributeError(f"ModelSpec has no attribute {part!r}")
+        value = _resolve(refs[part])
+        self.__dict__[part] = value  # resolved once
+        return value
+
+    def __repr__(self):
+        return f"ModelSpec({self.name!r}, task={self.task!r})"
 
     def check_image_size(self, image_size) -> None:
         """ConfigError unless this model accepts ``image_size`` ([height, width])."""
@@ -38,37 +130,92 @@ class ModelSpec:
             opts[pname] = p.default
         return opts
 
+    def preprocessing_for(self, cfg) -> Preprocessing:
+        """The model's :class:`Preprocessing` under ``cfg``."""
+        pre = self.preprocessing
+        return pre if isinstance(pre, Preprocessing) else pre(cfg)
+
+    def output_shapes(self, cfg) -> List[Tuple[int, ...]]:
+        """Shape of each deploy output for one image (no batch axis)."""
+        if self.output_layout is None:
+            return [(int(cfg.num_classes),)]
+        return [tuple(int(v) for v in shape) for shape in self.output_layout(cfg)]
+
+    def deploy_network(self, cfg, net):
+        """The cell export.py writes (the network itself unless the spec says otherwise)."""
+        return net if self.deploy is None else self.deploy(cfg, net)
+
 
 _REGISTRY: Dict[str, ModelSpec] = {}
+_STATE = {"discovered": False}
 
 
-def register_model(name: str, task: str = "classification", input_multiple: int = 1):
-    """Decorator registering ``builder(num_classes, image_size, *, **options)``."""
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the zoo (and its config section to the schema); returns it."""
+    if spec.name in _REGISTRY:
+        raise RuntimeError(f"model {spec.name!r} registered twice")
+    if spec.config_section:
+        from src.config import add_config_section  # pylint: disable=import-outside-toplevel
+        for section, keys in spec.config_section.items():
+            add_config_section(section, keys, owner=spec.name)
+    _REGISTRY[spec.name] = spec
+    return spec
 
-    def wrap(builder):
-        if name in _REGISTRY:
-            raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name=name, builder=builder, task=task,
-                                    input_multiple=input_multiple)
-        return builder
 
-    return wrap
+def model_modules() -> List[str]:
+    """``src.<package>.model`` for every sub-package of ``src`` that has a ``model.py``."""
+    import src  # pylint: disable=import-outside-toplevel
+    found = []
+    for info in pkgutil.iter_modules(src.__path__):
+        folder = os.path.join(info.module_finder.path, info.name)
+        if info.ispkg and os.path.isfile(os.path.join(folder, SPEC_MODULE + ".py")):
+            found.append(f"src.{info.name}.{SPEC_MODULE}")
+    return sorted(found)
 
 
-def _import_all():
-    for pkg in MODEL_PACKAGES:
-        importlib.import_module(f"src.{pkg}")
+def _import_plugin(entry: str) -> None:
+    """Import one ``ZOO_PLUGINS`` entry: a module name, or a ``.py`` file / package folder."""
+    if os.sep in entry or entry.endswith(".py") or os.path.isdir(entry):
+        path = os.path.abspath(entry.rstrip(os.sep))
+        if not os.path.exists(path):
+            raise ConfigError(f"{PLUGINS_ENV} entry {entry!r} not found; give a module name or "
+                              f"the path of a .py file or package folder")
+        folder, name = os.path.split(path)
+        if name.endswith(".py"):
+            name = name[:-3]
+        if folder not in sys.path:
+            # Appended, so that a plugin cannot shadow a module; data workers inherit sys.path.
+            sys.path.append(folder)
+        entry = name
+    try:
+        importlib.import_module(entry)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {PLUGINS_ENV} entry {entry!r}: {exc}") from None
+
+
+def discover_models() -> None:
+    """Import every model package and plugin once (each registers its spec)."""
+    if _STATE["discovered"]:
+        return
+    # The config module first: the model modules take Key from it, and its schema
+    # gets their sections when they register.
+    import src.config  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    for module in model_modules():
+        importlib.import_module(module)
+    for entry in filter(None, os.environ.get(PLUGINS_ENV, "").split(os.pathsep)):
+        _import_plugin(entry)
+    _STATE["discovered"] = True
 
 
 def list_models(task: str = None) -> List[str]:
     """Names of the registered models, optionally only those of one task."""
-    _import_all()
+    discover_models()
     return sorted(n for n, s in _REGISTRY.items() if task is None or s.task == task)
 
 
 def get_model_spec(name: str) -> ModelSpec:
     """The spec of a registered model; a ConfigError naming the choices otherwise."""
-    _import_all()
+    discover_models()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]
@@ -83,4 +230,5 @@ def create_model(name: str, num_classes: int, image_size=(224, 224), **options):
         raise ConfigError(
             f"unknown network option(s) {unknown} for model {name!r}; "
             f"it accepts {sorted(allowed)}")
-    return spec.builder(num_classes=num_classes, image_size=tuple(image_size), **options)
+    builder: Callable = spec.builder
+    return builder(num_classes=num_classes, image_size=tuple(image_size), **options)

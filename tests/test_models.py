@@ -1,7 +1,8 @@
 """Network tests: output shapes, parameter counts, option checks, GRAPH mode and ONNX export.
 
 The shape and option tests are parametrized over ``list_models()``, so a newly
-registered model is covered automatically.
+registered model is covered automatically: its deploy outputs must have the
+shapes its spec's output layout states, and a task without a shape rule fails.
 """
 import inspect
 import sys
@@ -19,6 +20,7 @@ import mindspore as ms  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
 import mindspore_hub_conf  # noqa: E402
+from src.config import load_config  # noqa: E402
 from src.errors import ConfigError  # noqa: E402
 from src.registry import create_model, get_model_spec, list_models  # noqa: E402
 
@@ -29,7 +31,7 @@ SMALL_INPUTS = {
     "detection": [(2, 3, 64, 64), (2, 3, 96, 64)],
 }
 SHAPE_CASES = [(name, shape) for name in list_models()
-               for shape in SMALL_INPUTS.get(get_model_spec(name).task, [(2, 3, 64, 64)])]
+               for shape in SMALL_INPUTS[get_model_spec(name).task]]
 
 
 pytestmark = pytest.mark.usefixtures("pynative_cpu")
@@ -43,31 +45,58 @@ def trainable_count(net):
     return sum(p.size for p in net.trainable_params())
 
 
-def expected_output_shapes(task, batch_shape, num_classes):
-    """Output shapes for a task; None for a task these tests do not know yet."""
+def model_config(name, image_size):
+    return load_config(overrides=[("model", name), ("num_classes", NUM_CLASSES),
+                                  ("image_size", list(image_size)),
+                                  ("dataset", "coco" if get_model_spec(name).task == "detection"
+                                   else "cifar10")])
+
+
+def expected_output_shapes(name, batch_shape, num_classes):
+    """Deploy-network output shapes: the spec's layout for one image, batched."""
     n, _, h, w = batch_shape
-    if task == "classification":
-        return [(n, num_classes)]
-    if task == "detection":  # YOLO-style raw heads at strides 32 and 16, 3 anchors each
-        channels = 3 * (num_classes + 5)
-        return [(n, channels, h // 32, w // 32), (n, channels, h // 16, w // 16)]
-    return None
+    spec = get_model_spec(name)
+    cfg = model_config(name, (h, w)).replace(num_classes=num_classes)
+    shapes = [(n, *shape) for shape in spec.output_shapes(cfg)]
+    if spec.task == "classification":
+        assert shapes == [(n, num_classes)], f"{name}: a classifier's output is its logits"
+    else:
+        assert spec.task == "detection", f"{name}: no shape rule for task {spec.task!r}"
+    return shapes
 
 
 def as_list(outputs):
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
+def deploy_outputs(name, net, batch):
+    cfg = model_config(name, batch.shape[2:])
+    deploy = get_model_spec(name).deploy_network(cfg, net)
+    deploy.set_train(False)
+    return as_list(deploy(batch))
+
+
 @pytest.mark.parametrize("name,shape", SHAPE_CASES)
 def test_forward_shape_and_finite(name, shape):
     net = create_model(name, NUM_CLASSES, image_size=shape[2:])
     net.set_train(False)
-    outputs = as_list(net(random_input(shape)))
-    expected = expected_output_shapes(get_model_spec(name).task, shape, NUM_CLASSES)
-    if expected is not None:
-        assert [tuple(o.shape) for o in outputs] == expected
+    batch = random_input(shape)
+    for out in as_list(net(batch)):
+        assert np.isfinite(out.asnumpy()).all()
+    outputs = deploy_outputs(name, net, batch)
+    assert [tuple(o.shape) for o in outputs] == expected_output_shapes(name, shape, NUM_CLASSES)
     for out in outputs:
         assert np.isfinite(out.asnumpy()).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_spec_part_resolves(name):
+    spec = get_model_spec(name)
+    for part in spec.PARTS:
+        value = getattr(spec, part)
+        assert value is None or callable(value) or part == "preprocessing", (name, part)
+    if spec.task == "detection":
+        assert all(callable(getattr(spec, p)) for p in ("targets", "loss", "decode", "output_layout"))
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -200,10 +229,9 @@ def test_yolov3_tiny_onnx_export_matches(tmp_path):
 def test_hub_create_network(name):
     net = mindspore_hub_conf.create_network(name, NUM_CLASSES, (64, 64))
     net.set_train(False)
-    outputs = as_list(net(random_input((1, 3, 64, 64))))
-    expected = expected_output_shapes(get_model_spec(name).task, (1, 3, 64, 64), NUM_CLASSES)
-    if expected is not None:
-        assert [tuple(o.shape) for o in outputs] == expected
+    outputs = deploy_outputs(name, net, random_input((1, 3, 64, 64)))
+    assert [tuple(o.shape) for o in outputs] == expected_output_shapes(name, (1, 3, 64, 64),
+                                                                       NUM_CLASSES)
 
 
 def test_hub_defaults_and_unknown_name():
@@ -216,13 +244,22 @@ def test_init_weights_schemes():
     from mindspore import nn
     from src.layers import init_weights
 
-    net = nn.SequentialCell([nn.Conv2d(4, 8, 3, has_bias=True), nn.Dense(8, 5)])
+    net = nn.SequentialCell([nn.Conv2d(16, 32, 3, has_bias=True), nn.Dense(64, 50)])
     init_weights(net, "kaiming_uniform", bias="fan_in_uniform")
-    conv_bound = 1 / np.sqrt(4 * 9)  # a=sqrt(5) gives 1/sqrt(fan_in)
-    assert np.abs(net[0].weight.asnumpy()).max() <= conv_bound + 1e-6
-    assert np.abs(net[0].bias.asnumpy()).max() <= conv_bound + 1e-6
+    conv_bound = 1 / np.sqrt(16 * 9)  # a=sqrt(5) gives 1/sqrt(fan_in)
+    weight, bias = net[0].weight.asnumpy(), net[0].bias.asnumpy()
+    assert np.abs(weight).max() <= conv_bound + 1e-6
+    assert np.abs(bias).max() <= conv_bound + 1e-6
+    # Lower bounds too: U(-b, b) has std b/sqrt(3) and fills its range (all-zero fails).
+    assert weight.std() == pytest.approx(conv_bound / np.sqrt(3), rel=0.1)
+    assert np.abs(weight).max() >= 0.95 * conv_bound
+    assert np.abs(bias).max() >= 0.5 * conv_bound and len(np.unique(bias)) == bias.size
     init_weights(net, "truncated_normal", cell_types=(nn.Dense,), sigma=0.02, bias="zeros")
-    assert np.abs(net[1].weight.asnumpy()).max() <= 0.04 + 1e-6  # cut at 2 sigma
+    dense = net[1].weight.asnumpy()
+    assert np.abs(dense).max() <= 0.04 + 1e-6  # cut at 2 sigma
+    # A normal cut at 2 sigma keeps about 0.88 sigma of spread.
+    assert dense.std() == pytest.approx(0.88 * 0.02, rel=0.1)
+    assert abs(dense.mean()) < 0.002
     assert not net[1].bias.asnumpy().any()
     with pytest.raises(ConfigError, match="weight_init"):
         init_weights(net, "orthogonal-ish")

@@ -12,8 +12,8 @@ import src  # noqa: F401  (CPU setup before mindspore)
 from src.coco_eval import STAT_NAMES, coco_evaluate
 from src.config import load_config
 from src.deploy.spec import write_sidecar
-from src.yolov3_tiny.postprocess import (DetectionSettings, Detections, candidate_boxes, detect,
-                                         greedy_nms, per_class_nms, to_coco_results)
+from src.detections import Detections, greedy_nms, per_class_nms, to_coco_results
+from src.yolov3_tiny.postprocess import DetectionSettings, candidate_boxes, detect
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,8 +2,8 @@
 
 ``export.py`` writes it next to the export as ``<file>.json`` (for example
 ``tinydarknet_imagenet.mindir.json``): model, dataset, task, num_classes,
-image_size, the evaluation preprocessing (resize, crop, mean/std) and the whole
-resolved config. preprocess.py, infer.py, postprocess.py and
+image_size, the per-image shape of each output (the model spec's output layout),
+the evaluation preprocessing (resize, crop, mean/std) and the whole resolved config. preprocess.py, infer.py, postprocess.py and
 ``scripts/run_infer_310.sh`` read it, so they need no ``--config_path``; an
 explicit ``--config_path`` (plus ``--key=value`` overrides) wins over it.
 
@@ -30,32 +30,43 @@ def sidecar_path(model_path: str) -> str:
 
 
 def _preprocess_section(cfg) -> Dict:
+    """The evaluation preprocessing of ``cfg``: the dataset's, as the model's spec adjusts it."""
     from src.datasets.common import (CIFAR10_MEAN_RGB, CIFAR10_STD_RGB,  # pylint: disable=C0415
                                      IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)
+    from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
+    model = get_model_spec(cfg.model).preprocessing_for(cfg)
     height, width = (int(v) for v in cfg.image_size)
+
+    def stats(mean, std):
+        return {"mean": list(model.mean or mean), "std": list(model.std or std)}
+
     if cfg.dataset == "cifar10":
         # CIFAR-10 records are not image files: preprocess.py writes the network
         # input of each record as a float32 CHW .bin, which runners feed as-is.
         return {"input": "bin", "height": height, "width": width,
                 "resize_mode": "none" if [height, width] == [32, 32] else "stretch",
-                "scale": 1.0 / 255.0, "mean": list(CIFAR10_MEAN_RGB), "std": list(CIFAR10_STD_RGB)}
+                "scale": 1.0 / 255.0, **stats(CIFAR10_MEAN_RGB, CIFAR10_STD_RGB)}
     if cfg.dataset == "imagenet":
         return {"input": "image", "height": height, "width": width,
                 "resize": int(cfg.data.resize_eval),
-                "resize_mode": "square" if cfg.data.square_resize_eval else "shorter",
-                "scale": 1.0, "mean": list(IMAGENET_MEAN_RGB), "std": list(IMAGENET_STD_RGB)}
-    # COCO evaluation: plain resize to the network input, ImageNet mean/std.
-    return {"input": "image", "height": height, "width": width, "resize_mode": "stretch",
-            "scale": 1.0, "mean": list(IMAGENET_MEAN_RGB), "std": list(IMAGENET_STD_RGB)}
+                "resize_mode": model.resize_mode or ("square" if cfg.data.square_resize_eval
+                                                     else "shorter"),
+                "scale": 1.0, **stats(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)}
+    # COCO evaluation: the model's resize to the network input (plain by default).
+    return {"input": "image", "height": height, "width": width,
+            "resize_mode": model.resize_mode or "stretch", "scale": 1.0,
+            **stats(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)}
 
 
 def spec_from_config(cfg, source: str = "") -> Dict:
     """The deploy spec (a JSON-able dict) of a resolved config."""
     from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
+    model = get_model_spec(cfg.model)
     return {"spec_version": SPEC_VERSION, "model": cfg.model, "dataset": cfg.dataset,
-            "task": get_model_spec(cfg.model).task, "num_classes": int(cfg.num_classes),
+            "task": model.task, "num_classes": int(cfg.num_classes),
             "image_size": [int(v) for v in cfg.image_size],
             "input_shape": [int(cfg.export.batch_size), 3, *(int(v) for v in cfg.image_size)],
+            "outputs": [list(shape) for shape in model.output_shapes(cfg)],
             "preprocess": _preprocess_section(cfg), "config": cfg.to_dict(), "source": source}
 
 

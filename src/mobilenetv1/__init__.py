@@ -1,4 +1,1 @@
-"""MobileNetV1 image classifier."""
-from src.mobilenetv1.net import MobileNetV1, mobilenetv1
-
-__all__ = ["MobileNetV1", "mobilenetv1"]
+"""MobileNetV1 image classifier: the network (net.py) and its spec (model.py, found by src.registry)."""

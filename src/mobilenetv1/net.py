@@ -7,7 +7,6 @@ or ``"symmetric"`` (one on every side, as PyTorch/timm).
 from mindspore import nn
 
 from src.layers import ConvBNAct, GlobalAvgPool, check_bn_eps, check_choice, init_weights
-from src.registry import register_model
 
 STEM_CHANNELS = 32
 # (out_channels, stride of the depthwise conv) for each depthwise-separable pair.
@@ -48,7 +47,6 @@ class MobileNetV1(nn.Cell):
         return self.classifier(self.pool(self.features(x)))
 
 
-@register_model("mobilenetv1", task="classification")
 def mobilenetv1(num_classes=1001, image_size=(224, 224), *, weight_init="xavier_uniform",
                 stride2_padding="same", bn_eps=1e-5):
     """MobileNetV1 with upstream's training init: ``weight_init`` convs, TruncatedNormal(0.01) FC.

@@ -1,13 +1,14 @@
 """Classification task: CIFAR-10 / ImageNet data, label-smoothed CE, top-1/top-5."""
 import time
 
-import mindspore as ms
 import numpy as np
 from mindspore import nn
 
 from src.datasets.check import check_data_or_raise
 from src.datasets.classification import build_classification_dataset
 from src.losses import LabelSmoothingCrossEntropy
+from src.registry import get_model_spec
+from src.tasks import Task
 
 PRIMARY_METRIC = "top_1_accuracy"
 
@@ -29,26 +30,38 @@ def eval_dataset(cfg, ctx=None, batch_size: int = None):
 
 
 def loss_network(cfg, net):
-    """Network + loss as one cell taking ``(image, label)``."""
+    """Network + loss as one cell taking ``(image, label)``: the model's, else label-smoothed CE."""
+    spec = get_model_spec(cfg.model)
+    if spec.loss is not None:
+        return spec.loss(cfg, net)
     loss = LabelSmoothingCrossEntropy(num_classes=cfg.num_classes,
                                       smoothing=cfg.loss.label_smoothing)
     return nn.WithLossCell(net, loss)
 
 
+def export_network(cfg, net):
+    """The logits network (unless the model's spec names another deploy cell)."""
+    return get_model_spec(cfg.model).deploy_network(cfg, net)
+
+
+def top_k_counts(logits: np.ndarray, labels: np.ndarray):
+    """``(top-1 hits, top-5 hits)`` of a batch of logits (``argsort`` of the negated logits)."""
+    k = min(5, logits.shape[1])
+    top_k = np.argsort(-logits, axis=1)[:, :k]
+    return int((top_k[:, 0] == labels).sum()), int((top_k == labels[:, None]).any(axis=1).sum())
+
+
 def evaluate(cfg, net, ctx=None, dataset=None, log=print):
     """Top-1/top-5 accuracy over every evaluation sample, plus throughput."""
     dataset = dataset if dataset is not None else eval_dataset(cfg, ctx)
-    net.set_train(False)
+    infer = export_network(cfg, net)
+    infer.set_train(False)
     top1 = top5 = total = 0
     start = time.time()
     for image, label in dataset.create_tuple_iterator(num_epochs=1):
-        logits = net(image).asnumpy()
         labels = label.asnumpy()
-        k = min(5, logits.shape[1])
-        top_k = np.argsort(-logits, axis=1)[:, :k]
-        top1 += int((top_k[:, 0] == labels).sum())
-        top5 += int((top_k == labels[:, None]).any(axis=1).sum())
-        total += len(labels)
+        hits1, hits5 = top_k_counts(infer(image).asnumpy(), labels)
+        top1, top5, total = top1 + hits1, top5 + hits5, total + len(labels)
     elapsed = max(time.time() - start, 1e-9)
     if total == 0:
         raise ValueError("the evaluation dataset is empty")
@@ -61,3 +74,23 @@ def format_metrics(metrics) -> str:
     acc = {"top_1_accuracy": metrics["top_1_accuracy"], "top_5_accuracy": metrics["top_5_accuracy"]}
     return (f"accuracy: {acc} (over {metrics['num_samples']} images, "
             f"{metrics['images_per_second']:.1f} img/s)")
+
+
+def score_results(cfg, flags) -> int:
+    """Top-1/top-5 of deploy result files (``<stem>_0.bin`` logits) against ``--label_file``."""
+    from src.deploy.postprocess_classification import (  # pylint: disable=C0415
+        classification_accuracy, format_report)
+    from src.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    if not flags.label_file:
+        raise ConfigError(f"{cfg.model} is a classifier: pass --label_file=<'<image-stem> "
+                          f"<class-index>' lines> (python preprocess.py writes one)")
+    metrics = classification_accuracy(flags.result_path or "result_Files", flags.label_file,
+                                      int(cfg.num_classes))
+    print(format_report(metrics), flush=True)
+    return 0
+
+
+TASK = Task(name="classification", primary_metric=PRIMARY_METRIC, check_inputs=check_inputs,
+            train_dataset=train_dataset, eval_dataset=eval_dataset, loss_network=loss_network,
+            export_network=export_network, evaluate=evaluate, format_metrics=format_metrics,
+            score_results=score_results)

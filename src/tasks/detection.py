@@ -1,43 +1,30 @@
-"""Detection task (YOLOv3-Tiny on COCO): multi-scale batches, YOLO loss, COCO mAP.
+"""Detection task: COCO-format data, the model's loss and decoding, COCOeval.
 
-The training columns are ``(image, y_true_32, y_true_16, gt_boxes_32,
-gt_boxes_16)``, fed positionally to :class:`~src.yolov3_tiny.loss.YoloWithLoss`.
-Evaluation runs the decoding network over every evaluation image, keeps
-detections after per-class NMS and scores them with COCOeval.
+Training batches are ``(image, *columns)`` where the model's spec gives the
+target builder and the column names (``spec.targets``), fed positionally to its
+loss network (``spec.loss``). Evaluation runs the deploy network
+(``spec.deploy``) over every evaluation image, turns each image's outputs into
+boxes with ``spec.decode`` and scores them with COCOeval; postprocess.py does
+the same from deploy result files laid out as ``spec.output_layout`` says.
 """
 import datetime
-import functools
+import json
 import os
 import time
 
 import mindspore as ms
+import numpy as np
+from PIL import Image
 
 from src.coco_eval import coco_evaluate
 from src.datasets.check import check_data_or_raise
 from src.datasets.coco import build_eval_dataset, build_train_dataset, reader_for
-from src.utils.logging import format_duration
-from src.yolov3_tiny.augment import AugmentSettings
-from src.yolov3_tiny.loss import YoloInference, YoloWithLoss
-from src.yolov3_tiny.postprocess import DetectionSettings, detect, to_coco_results
-from src.yolov3_tiny.targets import STRIDES, assign_targets
+from src.detections import to_coco_results
+from src.errors import ConfigError, DataError
+from src.registry import get_model_spec
+from src.tasks import Task
 
 PRIMARY_METRIC = "mAP"
-TARGET_COLUMNS = ("y_true_32", "y_true_16", "gt_boxes_32", "gt_boxes_16")
-
-
-def _targets_as_columns(boxes, input_hw, **options):
-    y_true, gt_boxes = assign_targets(boxes, input_hw, **options)
-    return (*y_true, *gt_boxes)
-
-
-def target_function(cfg):
-    """``f(boxes, input_hw) -> (y_true_32, y_true_16, gt_boxes_32, gt_boxes_16)`` of this config."""
-    d = cfg.detection
-    # A partial of a module-level function stays picklable for spawned data workers.
-    return functools.partial(_targets_as_columns, anchors=d.anchors, anchor_masks=d.anchor_masks,
-                             num_classes=cfg.num_classes, iou_threshold=d.assign_iou_threshold,
-                             max_boxes=d.max_boxes, label_smoothing=d.label_smoothing,
-                             strides=STRIDES)
 
 
 def check_inputs(cfg, splits=("train",)):
@@ -47,9 +34,11 @@ def check_inputs(cfg, splits=("train",)):
 
 def train_dataset(cfg, ctx, seed: int):
     """This rank's augmented, multi-scale training batches for one epoch."""
-    return build_train_dataset(cfg, target_function(cfg), TARGET_COLUMNS, rank=ctx.rank,
-                               group_size=ctx.group_size, seed=seed,
-                               transform=AugmentSettings.from_config(cfg))
+    spec = get_model_spec(cfg.model)
+    make_targets, columns = spec.targets(cfg)
+    augment = spec.augmentation(cfg) if spec.augmentation is not None else None
+    return build_train_dataset(cfg, make_targets, columns, rank=ctx.rank,
+                               group_size=ctx.group_size, seed=seed, transform=augment)
 
 
 def eval_dataset(cfg, ctx=None, batch_size: int = None):
@@ -58,15 +47,13 @@ def eval_dataset(cfg, ctx=None, batch_size: int = None):
 
 
 def loss_network(cfg, net):
-    """YOLOv3-Tiny plus its loss, one cell over the training columns."""
-    d = cfg.detection
-    return YoloWithLoss(net, d.anchors, d.anchor_masks, cfg.num_classes, d.ignore_threshold,
-                        d.coord_scale, d.large_scale)
+    """The model's network-plus-loss cell over the training columns."""
+    return get_model_spec(cfg.model).loss(cfg, net)
 
 
 def export_network(cfg, net):
-    """The deployable cell: decoded ``(N, H/s, W/s, 3, 5+C)`` maps, stride 32 first."""
-    return YoloInference(net, cfg.detection.anchors, cfg.detection.anchor_masks, cfg.num_classes)
+    """The model's deployable cell (its outputs are what ``spec.decode`` reads)."""
+    return get_model_spec(cfg.model).deploy_network(cfg, net)
 
 
 def predictions_path(cfg) -> str:
@@ -86,14 +73,15 @@ def evaluate(cfg, net, ctx=None, dataset=None, log=print):
     reader = getattr(dataset, "coco_reader", None) or reader_for(cfg, "eval")
     infer = export_network(cfg, net)
     infer.set_train(False)
-    settings = DetectionSettings.from_config(cfg)
+    decode = get_model_spec(cfg.model).decode(cfg)
     detections, image_ids = [], []
     start = time.time()
     for image, image_size, image_id in dataset.create_tuple_iterator(num_epochs=1,
                                                                      output_numpy=True):
-        outputs = [o.asnumpy() for o in infer(ms.Tensor(image))]
+        outputs = infer(ms.Tensor(image))
+        outputs = [o.asnumpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
         for i, (width, height) in enumerate(image_size):
-            dets = detect([o[i] for o in outputs], float(width), float(height), settings)
+            dets = decode([o[i] for o in outputs], float(width), float(height))
             detections += to_coco_results(int(image_id[i]), dets, reader.category_ids)
             image_ids.append(int(image_id[i]))
     seconds = max(time.time() - start, 1e-9)
@@ -114,11 +102,93 @@ def format_metrics(metrics) -> str:
     return f"{metrics['table']}\nmAP: {metrics['mAP']:.4f}"
 
 
-def progress_line(epoch, step, steps, loss, lr, images_per_second, eta_epoch, eta_total):
-    """Upstream's ``epoch[e], iter[i], loss:..., fps:... imgs/sec, lr:...`` (0-based, global)."""
-    global_iter = (epoch - 1) * steps + step
-    return (f"epoch[{epoch - 1}], iter[{global_iter}], loss:{loss:.6f}, "
-            f"fps:{images_per_second:.2f} imgs/sec, lr:{lr:.8g} "
-            f"(step {step}/{steps}, epoch ETA {format_duration(eta_epoch)}, "
-            f"total ETA {format_duration(eta_total)})")
+# ---------------------------------------------------------------- deploy result files
 
+def result_stem(file_name: str) -> str:
+    """The result-file stem of an image: its name up to the first '.' (as the C++ app writes it)."""
+    return os.path.basename(file_name).split(".")[0]
+
+
+def read_result_file(path: str, shape, hint: str) -> np.ndarray:
+    """A float32 result file reshaped to ``shape``; DataError if missing or of the wrong size."""
+    if not os.path.isfile(path):
+        raise DataError(f"result file {path!r} not found; run the inference app over every image "
+                        f"of --img_path and pass its output folder as --result_path")
+    data = np.fromfile(path, dtype=np.float32)
+    expected = int(np.prod(shape))
+    if data.size != expected:
+        raise DataError(f"result file {path!r} holds {data.size} float32 values but {expected} "
+                        f"were expected for shape {tuple(shape)}; {hint}")
+    return data.reshape(shape)
+
+
+def image_files(folder: str):
+    """Image files directly inside ``folder``, sorted."""
+    from src.datasets.common import IMAGE_SUFFIXES  # pylint: disable=import-outside-toplevel
+    if not folder or not os.path.isdir(folder):
+        raise DataError(f"image folder {folder!r} not found; pass --img_path=<folder of the "
+                        f"images that were run>")
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
+
+
+def score_results(cfg, flags) -> int:
+    """COCO mAP of deploy result files (``<stem>_<i>.bin``, one per deploy output)."""
+    from src.cli import record_run, run_directory  # pylint: disable=import-outside-toplevel
+    from src.datasets.coco import load_coco_annotations  # pylint: disable=import-outside-toplevel
+    from src.utils.io import atomic_write_text  # pylint: disable=import-outside-toplevel
+
+    ann_file = flags.ann_file or cfg.data.eval_ann_file
+    if not ann_file:
+        raise ConfigError("no annotation file; pass --ann_file=<instances_val2017.json>")
+    if not flags.result_path or not os.path.isdir(flags.result_path):
+        raise DataError(f"result folder {flags.result_path!r} not found; pass --result_path="
+                        f"<folder written by the inference app>")
+    gt = load_coco_annotations(ann_file)
+    id_of_file = {info["file_name"]: image_id for image_id, info in gt.imgs.items()}
+    category_ids = sorted(gt.getCatIds())
+    if len(category_ids) != cfg.num_classes:
+        raise DataError(f"{ann_file!r} has {len(category_ids)} categories but num_classes is "
+                        f"{cfg.num_classes}; pass --num_classes={len(category_ids)}")
+    spec = get_model_spec(cfg.model)
+    shapes = spec.output_shapes(cfg)
+    height, width = cfg.image_size
+    hint = (f"the model must be exported with --image_size={height},{width} and "
+            f"--num_classes={cfg.num_classes} (pass the values it was exported with)")
+    decode = spec.decode(cfg)
+    detections, image_ids, unknown = [], [], 0
+    for name in image_files(flags.img_path):
+        if name not in id_of_file:
+            unknown += 1
+            continue
+        stem = result_stem(name)
+        outputs = [read_result_file(os.path.join(flags.result_path, f"{stem}_{i}.bin"), shape, hint)
+                   for i, shape in enumerate(shapes)]
+        with Image.open(os.path.join(flags.img_path, name)) as img:
+            image_w, image_h = img.size
+        dets = decode(outputs, float(image_w), float(image_h))
+        detections += to_coco_results(id_of_file[name], dets, category_ids)
+        image_ids.append(id_of_file[name])
+    if not image_ids:
+        raise DataError(f"none of the images in {flags.img_path!r} is listed in {ann_file!r}; "
+                        f"pass the matching annotation file")
+    run_dir = run_directory(cfg, "postprocess")
+    record_run(cfg, run_dir)
+    result = coco_evaluate(gt, detections, image_ids,
+                           results_path=os.path.join(run_dir, "predictions.json"))
+    metrics = result.metrics()
+    print(result.table)
+    print(f"mAP: {metrics['mAP']:.4f} (over {len(image_ids)} images"
+          + (f"; {unknown} image(s) not in the annotation file were skipped" if unknown else "")
+          + ")")
+    atomic_write_text(os.path.join(run_dir, "metrics.json"),
+                      json.dumps(dict(metrics, num_images=len(image_ids),
+                                      num_detections=len(detections), table=result.table),
+                                 indent=2))
+    print(f"results written to {run_dir}")
+    return 0
+
+
+TASK = Task(name="detection", primary_metric=PRIMARY_METRIC, check_inputs=check_inputs,
+            train_dataset=train_dataset, eval_dataset=eval_dataset, loss_network=loss_network,
+            export_network=export_network, evaluate=evaluate, format_metrics=format_metrics,
+            score_results=score_results)

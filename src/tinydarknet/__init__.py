@@ -1,4 +1,1 @@
-"""Tiny-DarkNet image classifier."""
-from src.tinydarknet.net import TinyDarkNet, tinydarknet
-
-__all__ = ["TinyDarkNet", "tinydarknet"]
+"""Tiny-DarkNet image classifier: the network (net.py) and its spec (model.py, found by src.registry)."""

@@ -8,7 +8,6 @@ MindSpore's; Darknet's own ``tiny.cfg`` is ``leaky_alpha=0.1``,
 from mindspore import nn
 
 from src.layers import ConvBNAct, GlobalAvgPool, check_bn_eps, check_choice, make_initializer
-from src.registry import register_model
 
 POOL = "M"
 # (out_channels, kernel_size) per conv; POOL is a 2x2/2 max pool. None = num_classes.
@@ -60,7 +59,6 @@ class TinyDarkNet(nn.Cell):
         return self.pool(self.features(x))
 
 
-@register_model("tinydarknet", task="classification")
 def tinydarknet(num_classes=1000, image_size=(224, 224), *,
                 weight_init="truncated_normal", leaky_alpha=0.2, final_conv="bn_leaky",
                 bn_eps=1e-3):

@@ -1,4 +1,1 @@
-"""VGG16 image classifier."""
-from src.vgg16.net import VGG16, vgg16
-
-__all__ = ["VGG16", "vgg16"]
+"""VGG16 image classifier: the network (net.py) and its spec (model.py, found by src.registry)."""

@@ -3,7 +3,6 @@ from mindspore import nn
 
 from src.layers import (ConvBNAct, check_choice, check_image_size, check_probability,
                         make_initializer)
-from src.registry import register_model
 
 POOL = "M"
 LAYOUT = (64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL,
@@ -61,7 +60,6 @@ class VGG16(nn.Cell):
         return self.classifier(self.flatten(self.features(x)))
 
 
-@register_model("vgg16", task="classification", input_multiple=DOWNSAMPLE)
 def vgg16(num_classes=1000, image_size=(224, 224), *, batch_norm=False, has_bias=False,
           pad_mode="pad", dropout=0.5, weight_init="kaiming_normal"):
     """VGG16 (ImageNet recipe defaults); image_size must be a multiple of 32.

@@ -1,4 +1,1 @@
-"""YOLOv3-Tiny object detector (network only)."""
-from src.yolov3_tiny.net import YOLOv3Tiny, YOLOv3TinyBackbone, yolov3_tiny
-
-__all__ = ["YOLOv3Tiny", "YOLOv3TinyBackbone", "yolov3_tiny"]
+"""YOLOv3-Tiny object detector: network, targets, loss, decoding; model.py is its spec."""

@@ -206,3 +206,15 @@ class YoloInference(nn.Cell):
         out_32, out_16 = self.net(image)
         return (self._decoded(self.decode_large, out_32, input_h, input_w),
                 self._decoded(self.decode_small, out_16, input_h, input_w))
+
+
+def loss_network(cfg, net) -> YoloWithLoss:
+    """YOLOv3-Tiny plus its loss, one cell over the training columns."""
+    d = cfg.detection
+    return YoloWithLoss(net, d.anchors, d.anchor_masks, cfg.num_classes, d.ignore_threshold,
+                        d.coord_scale, d.large_scale)
+
+
+def inference_network(cfg, net) -> YoloInference:
+    """The deployable cell: decoded ``(N, H/s, W/s, 3, 5+C)`` maps, stride 32 first."""
+    return YoloInference(net, cfg.detection.anchors, cfg.detection.anchor_masks, cfg.num_classes)

@@ -8,7 +8,6 @@ from mindspore import nn, ops
 
 from src.errors import ConfigError
 from src.layers import ConvBNAct, check_bn_eps, check_image_size, init_weights
-from src.registry import register_model
 
 DOWNSAMPLE = 32
 ANCHORS_PER_SCALE = 3
@@ -80,7 +79,6 @@ class YOLOv3Tiny(nn.Cell):
         return self.head_stride32(features32), self.head_stride16(features16)
 
 
-@register_model("yolov3_tiny", task="detection", input_multiple=DOWNSAMPLE)
 def yolov3_tiny(num_classes=80, image_size=(640, 640), *, weight_init="kaiming_uniform",
                 leaky_alpha=0.1, bn_eps=1e-5, grid_sensitivity=True):
     """YOLOv3-Tiny; image_size (any multiple of 32) is only validated, the net adapts to its input.

@@ -3,13 +3,18 @@
 Input is what :class:`src.yolov3_tiny.loss.YoloInference` (or the exported
 MINDIR/ONNX graph) returns for one image: a list of arrays
 ``(H, W, A, 5 + C)`` holding normalised ``x, y, w, h``, the objectness and the
-class probabilities. Used by evaluation, ``postprocess.py`` (deploy results)
-and ``detect.py``.
+class probabilities. The spec's ``decode`` (:func:`decoder`) and
+``output_layout``; the detection task, ``postprocess.py`` and ``detect.py``
+call them through the spec.
 """
 import dataclasses
-from typing import Dict, List, Sequence
+import functools
+from typing import List, Sequence, Tuple
 
 import numpy as np
+
+from src.detections import Detections, per_class_nms
+from src.yolov3_tiny.targets import STRIDES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,18 +34,6 @@ class DetectionSettings:
         return cls(score_threshold=d.score_threshold, multi_label=d.multi_label,
                    multi_label_threshold=d.multi_label_threshold, nms_iou=d.nms_iou,
                    max_detections=d.max_detections)
-
-
-@dataclasses.dataclass
-class Detections:
-    """Detections of one image: ``boxes`` (n, 4) as ``x1, y1, x2, y2`` pixels, scores, classes."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def __len__(self):
-        return len(self.scores)
 
 
 def candidate_boxes(outputs: Sequence[np.ndarray], image_w: float, image_h: float,
@@ -72,48 +65,6 @@ def candidate_boxes(outputs: Sequence[np.ndarray], image_w: float, image_h: floa
     return Detections(corners, scores.astype(np.float32), class_index.astype(np.int64))
 
 
-def box_iou_xyxy(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one corner box ``(4,)`` with ``(n, 4)`` corner boxes."""
-    overlap_w = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    overlap_h = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    intersection = overlap_w * overlap_h
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return intersection / np.maximum(area + areas - intersection, 1e-12)
-
-
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
-               max_keep: int = 0) -> np.ndarray:
-    """Indices kept by greedy NMS (highest score first; drop boxes with IoU > threshold).
-
-    Kept boxes come out in descending score order, so stopping after ``max_keep``
-    (> 0) gives exactly the best ``max_keep`` of the full result, in far less
-    time when an untrained network proposes every box for every class.
-    """
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size and (max_keep <= 0 or len(keep) < max_keep):
-        best = order[0]
-        keep.append(best)
-        rest = order[1:]
-        order = rest[box_iou_xyxy(boxes[best], boxes[rest]) <= iou_threshold]
-    return np.asarray(keep, np.int64)
-
-
-def per_class_nms(dets: Detections, iou_threshold: float, max_keep: int = 0) -> Detections:
-    """NMS separately for each class (boxes of different classes never suppress each other).
-
-    Returns detections in descending score order, at most ``max_keep`` (> 0) of them.
-    """
-    if len(dets) == 0:
-        return dets
-    # Shifting each class into its own far-away region makes one NMS pass per-class exact.
-    span = float(max(dets.boxes.max(), 1.0)) + 1.0
-    shifted = dets.boxes + (dets.classes.astype(np.float32) * span)[:, None]
-    keep = greedy_nms(shifted, dets.scores, iou_threshold, max_keep)
-    return Detections(dets.boxes[keep], dets.scores[keep], dets.classes[keep])
-
-
 def detect(outputs: Sequence[np.ndarray], image_w: float, image_h: float,
            settings: DetectionSettings) -> Detections:
     """Final detections of one image: candidates, per-class NMS, best ``max_detections``."""
@@ -121,12 +72,14 @@ def detect(outputs: Sequence[np.ndarray], image_w: float, image_h: float,
                          settings.max_detections)
 
 
-def to_coco_results(image_id: int, dets: Detections, category_ids: Sequence[int]) -> List[Dict]:
-    """COCO result dicts (``bbox`` = x, y, w, h in pixels) with the dataset's category ids."""
-    results = []
-    for (x1, y1, x2, y2), score, cls in zip(dets.boxes.tolist(), dets.scores.tolist(),
-                                            dets.classes.tolist()):
-        results.append({"image_id": int(image_id), "category_id": int(category_ids[cls]),
-                        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                        "score": round(float(score), 6)})
-    return results
+def decoder(cfg):
+    """``f(outputs of one image, image_w, image_h) -> Detections`` under ``cfg``'s settings."""
+    return functools.partial(detect, settings=DetectionSettings.from_config(cfg))
+
+
+def output_layout(cfg) -> List[Tuple[int, ...]]:
+    """Shapes of the deploy outputs for one image: ``(H/s, W/s, A, 5+C)``, stride 32 first."""
+    from src.yolov3_tiny.net import BOX_ATTRIBUTES  # pylint: disable=import-outside-toplevel
+    height, width = cfg.image_size
+    return [(height // stride, width // stride, len(mask), BOX_ATTRIBUTES + cfg.num_classes)
+            for stride, mask in zip(STRIDES, cfg.detection.anchor_masks)]

@@ -14,6 +14,7 @@ Outputs per layer:
 * ``gt_boxes``: ``(max_boxes, 4)``, the normalised ``xywh`` of every box written
   into that layer, zero-padded; the loss uses it for the ignore mask.
 """
+import functools
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -101,3 +102,24 @@ def padded_box_list(layer_true: np.ndarray, max_boxes: int) -> np.ndarray:
     count = min(len(assigned), max_boxes)
     out[:count] = assigned[:count]
     return out
+
+
+TARGET_COLUMNS = ("y_true_32", "y_true_16", "gt_boxes_32", "gt_boxes_16")
+
+
+def _targets_as_columns(boxes, input_hw, **options):
+    y_true, gt_boxes = assign_targets(boxes, input_hw, **options)
+    return (*y_true, *gt_boxes)
+
+
+def target_function(cfg):
+    """``(f(boxes, input_hw) -> (y_true_32, y_true_16, gt_boxes_32, gt_boxes_16)), column names)``.
+
+    The columns follow the image, in :class:`~src.yolov3_tiny.loss.YoloWithLoss`'s order.
+    """
+    d = cfg.detection
+    # A partial of a module-level function stays picklable for spawned data workers.
+    return functools.partial(_targets_as_columns, anchors=d.anchors, anchor_masks=d.anchor_masks,
+                             num_classes=cfg.num_classes, iou_threshold=d.assign_iou_threshold,
+                             max_boxes=d.max_boxes, label_smoothing=d.label_smoothing,
+                             strides=STRIDES), TARGET_COLUMNS
