@@ -41,7 +41,6 @@ epochs: 40
 data: {num_workers: 1}
 lr: {schedule: constant, base_lr: 0.02, warmup_epochs: 0}
 checkpoint: {keep_max: 1, save_every_epochs: 40}
-detection: {crop_scale: [0.9, 1.1], jitter: 0.05}
 """
 
 
