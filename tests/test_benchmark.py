@@ -80,8 +80,8 @@ def _peer_batch(cfg, size, batch=2):
     images = rng.randn(batch, 3, size, size).astype(np.float32)
     if cfg.model != "yolov3_tiny":
         return [images, rng.randint(0, cfg.num_classes, batch).astype(np.int32)]
-    from src.tasks.detection import target_function
-    targets = target_function(cfg)
+    from src.registry import get_model_spec
+    targets, _ = get_model_spec(cfg.model).targets(cfg)
     columns = []
     for _ in range(batch):
         corner = rng.uniform(0, size / 2, (3, 2))
