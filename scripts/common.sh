@@ -30,6 +30,10 @@ ZOO_PASSTHROUGH=()  # --key=value flags for train.py / eval.py
 ZOO_KEEP_ARGS=()    # the original arguments minus the ones the launcher re-adds itself
 ZOO_DEVICE_ID=""
 ZOO_FOREGROUND="${FOREGROUND:-0}"
+ZOO_FORCE="${ZOO_FORCE:-0}"   # --force: start more workers than this machine has cores
+ZOO_USER_OPTIONS=() # the --key=value flags as the user wrote them (for printed commands)
+ZOO_FORMS=""        # the upstream argument forms a launcher accepts (see zoo_upstream_form)
+ZOO_FORM_OPTIONS=() # options an upstream form adds (--pretrained=CKPT, --cpus_per_rank=N)
 ZOO_OUTPUT_DIR=""
 ZOO_RUN_NAME=""
 declare -A ZOO_OPT=()          # launcher options named in ZOO_LAUNCHER_OPTIONS
@@ -44,6 +48,41 @@ declare -A ZOO_EXIT=()         # pid -> exit status, or "stopped"
 
 zoo_usage() {
     printf '%s\n' "$ZOO_USAGE"
+    [[ -z $ZOO_FORMS ]] || zoo_forms_help
+}
+
+# The upstream forms this launcher accepts, from the same table zoo_upstream_form reads.
+zoo_forms_help() {
+    local -n forms="ZOO_FORMS_$ZOO_FORMS"
+    local form sig template names origin word ours
+    printf '\nupstream forms (the model zoo'"'"'s per-model scripts), recognised when argument 1 is not a config:\n'
+    for form in "${forms[@]}"; do
+        IFS='|' read -r sig template names origin <<< "$form"
+        read -r -a name_of <<< "$names"
+        ours=""
+        for word in $template; do
+            case $word in
+                C) word=CONFIG ;;
+                D) word=DATA_DIR ;;
+                N8) word=8 ;;
+                --*=@*) word="${word%@*}${name_of[${word##*@} - 1]}" ;;
+                *) word=${name_of[word - 1]} ;;
+            esac
+            ours+="${ours:+ }$word"
+        done
+        printf '  %s %s\n      (%s) -> %s %s\n' "$ZOO_NAME" "$names" "$origin" "$ZOO_NAME" "$ours"
+    done
+    [[ $ZOO_FORMS == eval ]] && printf '  %s   (no arguments; Tiny-DarkNet run_eval.sh) -> the commands to run instead\n' "$ZOO_NAME"
+    cat << 'EOF_RULES'
+  How arguments are told apart: cifar10 / imagenet / imagenet2012 / coco (no '/') is a
+  DATASET; digits are a DEVICE_ID, RANK_SIZE or CPUS_PER_RANK; *.json is a RANK_TABLE_FILE;
+  *.ckpt, another existing file or a folder of *.ckpt is a CHECKPOINT; anything else is a
+  DATA_DIR, whose layout names its dataset (annotations/instances_*.json: coco;
+  cifar-10-batches-bin/ or *_batch*.bin: cifar10; train/ or val/: imagenet).
+  The form runs when the data (and a checkpoint's recorded model) fit exactly one shipped
+  config (coco: yolov3_tiny_coco); otherwise the launcher prints one line with the commands
+  in this project's form, built from your arguments, and exits 2.
+EOF_RULES
 }
 
 # Wrong arguments: one error line, then the usage, both on stderr; exit 2.
@@ -81,10 +120,12 @@ zoo_parse_args() {
     while (($#)) && [[ $1 != --* ]]; do
         [[ $1 == -* ]] && zoo_usage_error "unknown option '$1' (options are written --key=value)"
         ZOO_POSITIONAL+=("$1")
-        ZOO_KEEP_ARGS+=("$1")
         shift
     done
-    for arg in "$@"; do
+    ZOO_USER_OPTIONS=("$@")
+    [[ -n $ZOO_FORMS ]] && zoo_upstream_form "$required"
+    ZOO_KEEP_ARGS=(${ZOO_POSITIONAL[@]+"${ZOO_POSITIONAL[@]}"})
+    for arg in ${ZOO_FORM_OPTIONS[@]+"${ZOO_FORM_OPTIONS[@]}"} "$@"; do
         [[ $arg == --* ]] || zoo_usage_error "unexpected argument '$arg' after the options; positional arguments come first and options are written --key=value"
         key=${arg#--}
         key=${key%%=*}
@@ -97,6 +138,10 @@ zoo_parse_args() {
         case $key in
             foreground)
                 ZOO_FOREGROUND=1
+                continue ;;
+            force)
+                ZOO_FORCE=1
+                ZOO_KEEP_ARGS+=("$arg")
                 continue ;;
             output_dir)
                 [[ -n $value ]] || zoo_usage_error "--output_dir needs a value (--output_dir=DIR)"
@@ -117,16 +162,19 @@ zoo_parse_args() {
     done
     local count=${#ZOO_POSITIONAL[@]}
     if ((count < required)); then
-        zoo_usage_error "expected $required positional argument(s)$( ((device_id_allowed)) && echo " (+ optional DEVICE_ID)"), got $count"
+        local hint=""
+        ((count == 0)) && [[ -n $ZOO_FORMS ]] && hint=$(zoo_bare_form_hint)
+        zoo_usage_error "expected $required positional argument(s)$( ((device_id_allowed)) && echo " (+ optional DEVICE_ID)"), got $count$hint"
     fi
     if ((count > required + device_id_allowed)); then
         zoo_usage_error "too many positional arguments ($count): '${ZOO_POSITIONAL[*]:required}'"
     fi
     if ((count == required + 1)); then
         ZOO_DEVICE_ID=${ZOO_POSITIONAL[required]}
-        [[ $ZOO_DEVICE_ID =~ ^[0-9]+$ ]] || zoo_usage_error "DEVICE_ID must be a device index such as 0, got '$ZOO_DEVICE_ID'"
+        [[ $ZOO_DEVICE_ID =~ ^[0-9]+$ ]] || zoo_usage_error "DEVICE_ID must be a device index such as 0, got '$ZOO_DEVICE_ID' (argument $count)"
     fi
     [[ $ZOO_FOREGROUND == 1 || $ZOO_FOREGROUND == 0 ]] || zoo_usage_error "FOREGROUND must be 0 or 1, got '$ZOO_FOREGROUND'"
+    [[ $ZOO_FORCE == 1 || $ZOO_FORCE == 0 ]] || zoo_usage_error "ZOO_FORCE must be 0 or 1, got '$ZOO_FORCE'"
 }
 
 zoo_is_launcher_option() {
@@ -151,6 +199,303 @@ zoo_abspath() {
     else
         printf '%s\n' "$PWD/${1#./}"
     fi
+}
+
+# --------------------------------------------------------------------------- upstream forms
+
+# The upstream model zoo had one copy of each script per model, each with its
+# own positional arguments. A launcher lists the ones it accepts in ZOO_FORMS
+# (zoo_forms_<kind> below). When the first argument is not a config and the
+# arguments have one of those shapes, zoo_upstream_form either rewrites them
+# into this project's form (the arguments say which config fits: a dataset
+# only one model trains on, or the model a checkpoint records), or stops with
+# one line holding the exact commands to run instead. What an argument is:
+#   dataset   cifar10, imagenet, imagenet2012, coco (a bare name, no '/')
+#   int       digits only (device index, process count, cpus per rank)
+#   json      ends in .json (a rank table)
+#   ckpt      ends in .ckpt, an existing other file, or a folder holding *.ckpt
+#   dir       anything else (a dataset folder; its layout names the dataset:
+#             annotations/instances_*.json -> coco, cifar-10-batches-bin/ or
+#             *_batch*.bin -> cifar10, train/ or val/ -> imagenet)
+
+# One line per form: SHAPE|OUR ARGUMENTS|NAMES|ORIGIN. OUR ARGUMENTS are this
+# project's positionals: C (the config), a number (the user's argument of that
+# position), D (a placeholder data folder), N8 (the count upstream assumed),
+# and --key=@N options (the user's argument N as that option's value).
+ZOO_FORMS_train_device=(
+    "int|C D 1|DEVICE_ID|Tiny-DarkNet run_standalone_train.sh"
+    "dir|C 1|DATA_DIR|YOLOv3-Tiny run_standalone_train.sh / run_standalone_train_gpu.sh"
+    "dir int|C 1 2|DATA_DIR DEVICE_ID|YOLOv3-Tiny run_standalone_train_gpu.sh"
+    "int dir dataset|C 2 1|DEVICE_ID DATA_DIR DATASET|Tiny-DarkNet run_standalone_train_gpu.sh"
+    "dir dataset|C 1|DATA_DIR DATASET|Tiny-DarkNet run_train_cpu.sh"
+)
+ZOO_FORMS_train_cpu=(
+    "dir dataset|C 1|DATA_DIR DATASET|Tiny-DarkNet run_train_cpu.sh"
+    "dir|C 1|DATA_DIR|YOLOv3-Tiny run_standalone_train.sh"
+)
+ZOO_FORMS_dist_table=(
+    "json|C D 1|RANK_TABLE_FILE|Tiny-DarkNet run_distribute_train.sh"
+    "dir json|C 1 2|DATA_DIR RANK_TABLE_FILE|YOLOv3-Tiny run_distribute_train.sh"
+    "dataset json dir|C 3 2|DATASET RANK_TABLE_FILE DATA_DIR|MobileNetV1 run_distribute_train.sh"
+    "dataset json dir ckpt|C 3 2 --pretrained=@4|DATASET RANK_TABLE_FILE DATA_DIR PRETRAINED_CKPT|MobileNetV1 run_distribute_train.sh"
+    "json dir|C 2 1|RANK_TABLE_FILE DATA_DIR|VGG16 run_distribute_train.sh"
+    "json dir dataset|C 2 1|RANK_TABLE_FILE DATA_DIR DATASET|VGG16 run_distribute_train.sh"
+)
+ZOO_FORMS_dist_mpi=(
+    "int dir dataset|C 2 1|RANK_SIZE DATA_DIR DATASET|Tiny-DarkNet run_distribute_train_gpu.sh"
+    "dir int int|C 1 2 --cpus_per_rank=@3|DATA_DIR RANK_SIZE CPUS_PER_RANK|YOLOv3-Tiny run_distribute_train_gpu.sh"
+    "dir int|C 1 2|DATA_DIR RANK_SIZE|YOLOv3-Tiny run_distribute_train_gpu.sh"
+    "dir|C 1 N8|DATA_DIR|VGG16 run_distribute_train_gpu.sh, which always started 8 GPUs"
+)
+ZOO_FORMS_eval=(
+    "dataset dir ckpt|C 2 3|DATASET DATA_DIR CHECKPOINT|MobileNetV1 run_eval.sh"
+    "dataset dir ckpt int|C 2 3 4|DATASET DATA_DIR CHECKPOINT DEVICE_ID|MobileNetV1 run_eval.sh"
+    "dir dataset ckpt|C 1 3|DATA_DIR DATASET CHECKPOINT|Tiny-DarkNet run_eval_cpu.sh / run_eval_gpu.sh"
+    "dir dataset ckpt int|C 1 3 4|DATA_DIR DATASET CHECKPOINT DEVICE_ID|Tiny-DarkNet run_eval_gpu.sh"
+    "dir ckpt|C 1 2|DATA_DIR CHECKPOINT|YOLOv3-Tiny run_eval.sh / run_eval_gpu.sh"
+    "dir ckpt int|C 1 2 3|DATA_DIR CHECKPOINT DEVICE_ID|YOLOv3-Tiny run_eval.sh"
+)
+
+# The dataset a name argument means (imagenet2012 is upstream's name for imagenet).
+zoo_dataset_name() {
+    [[ $1 == */* ]] && return 1
+    case ${1,,} in
+        cifar10 | cifar-10) echo cifar10 ;;
+        imagenet | imagenet2012) echo imagenet ;;
+        coco | coco2017) echo coco ;;
+        *) return 1 ;;
+    esac
+}
+
+zoo_arg_kind() {
+    local arg=$1
+    if zoo_dataset_name "$arg" > /dev/null; then
+        echo dataset
+    elif [[ $arg =~ ^[0-9]+$ ]]; then
+        echo int
+    elif [[ $arg == *.json ]]; then
+        echo json
+    elif [[ $arg == *.ckpt || -f $arg ]] || { [[ -d $arg ]] && compgen -G "$arg/*.ckpt" > /dev/null; }; then
+        echo ckpt
+    else
+        echo dir
+    fi
+}
+
+# The dataset a folder holds, judged by its layout (nothing when unknown).
+zoo_data_layout() {
+    local dir=$1
+    if compgen -G "$dir/annotations/instances_*.json" > /dev/null; then
+        echo coco
+    elif [[ -d $dir/cifar-10-batches-bin || -d $dir/cifar-10-verify-bin ]] || compgen -G "$dir/*_batch*.bin" > /dev/null; then
+        echo cifar10
+    elif [[ -d $dir/train || -d $dir/val ]]; then
+        echo imagenet
+    fi
+}
+
+# The shipped configs (stems) for DATASET [MODEL]: config/<model>_<dataset>.yaml.
+zoo_configs_for() {
+    local file stem model=${2:-*}
+    for file in "$ZOO_ROOT"/config/${model}_"$1".yaml; do
+        [[ -f $file ]] || continue
+        stem=$(basename "${file%.yaml}")
+        printf '%s\n' "$stem"
+    done
+}
+
+# "MODEL DATASET" a checkpoint records (a folder: its newest training checkpoint).
+zoo_checkpoint_identity() {
+    PYTHONPATH="$ZOO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$ZOO_PYTHON" -c '
+import os
+import sys
+import src  # noqa: F401  (CPU setup before MindSpore)
+from src.checkpoint import list_checkpoints, read_checkpoint
+from src.errors import ZooError
+path = sys.argv[1]
+if os.path.isdir(path):
+    found = list_checkpoints(path) or [os.path.join(path, "best.ckpt")]
+    path = found[-1]
+try:
+    _, meta = read_checkpoint(path)
+except ZooError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(1)
+print(meta.get("model", ""), meta.get("dataset", ""))
+' "$1" 2> /dev/null
+}
+
+# The command line of this launcher with the given positionals, the form's
+# options and the user's own options, quoted for a shell.
+zoo_command_line() {
+    local -a words=(bash "$0" "$@" ${ZOO_FORM_OPTIONS[@]+"${ZOO_FORM_OPTIONS[@]}"}
+        ${ZOO_USER_OPTIONS[@]+"${ZOO_USER_OPTIONS[@]}"})
+    printf '%q ' "${words[@]}" | sed 's/ $//'
+}
+
+# A refused upstream form: one line with the commands that do what it meant; exit 2.
+zoo_form_error() {
+    printf '%s: error: %s\n' "$ZOO_NAME" "$1" >&2
+    exit 2
+}
+
+# Placeholder for a dataset folder the upstream form did not name.
+zoo_placeholder_data() {
+    printf '/path/to/%s\n' "${1##*_}"
+}
+
+# zoo_our_args CONFIG TEMPLATE...: this project's positionals (ZOO_FORM_ARGS)
+# and options (ZOO_FORM_OPTIONS) for a form template; user arguments come from
+# ZOO_POSITIONAL.
+zoo_our_args() {
+    local config=$1 word n
+    shift
+    ZOO_FORM_ARGS=()
+    ZOO_FORM_OPTIONS=()
+    for word in "$@"; do
+        case $word in
+            C) ZOO_FORM_ARGS+=("$config") ;;
+            D) ZOO_FORM_ARGS+=("$(zoo_placeholder_data "$config")") ;;
+            --*=@*)
+                n=${word##*@}
+                ZOO_FORM_OPTIONS+=("${word%@*}${ZOO_POSITIONAL[n - 1]}") ;;
+            N8) ZOO_FORM_ARGS+=(8) ;;
+            *) ZOO_FORM_ARGS+=("${ZOO_POSITIONAL[word - 1]}") ;;
+        esac
+    done
+}
+
+# zoo_upstream_form REQUIRED: see the block comment above.
+zoo_upstream_form() {
+    local count=${#ZOO_POSITIONAL[@]} first=${ZOO_POSITIONAL[0]:-} i kind shape="" form
+    ((count)) || return 0
+    zoo_is_config "$first" && return 0
+    for ((i = 0; i < count; i++)); do
+        kind=$(zoo_arg_kind "${ZOO_POSITIONAL[i]}")
+        shape+="${shape:+ }$kind"
+    done
+    local -n forms="ZOO_FORMS_$ZOO_FORMS"
+    local match="" sig template names origin
+    for form in "${forms[@]}"; do
+        IFS='|' read -r sig template names origin <<< "$form"
+        if [[ $sig == "$shape" ]]; then
+            match=$form
+            break
+        fi
+    done
+    [[ -n $match ]] || return 0
+    read -r -a template_words <<< "$template"
+    read -r -a name_of <<< "$names"
+    local what="upstream form '$names' ($origin)"
+
+    # Check each argument, naming the wrong one; collect what it says.
+    local named="" named_at="" data="" data_at="" layout="" ckpt="" ckpt_at="" word
+    for ((i = 0; i < count; i++)); do
+        word=${ZOO_POSITIONAL[i]}
+        case ${name_of[i]} in
+            DATASET) named=$(zoo_dataset_name "$word"); named_at=$((i + 1)) ;;
+            DATA_DIR)
+                [[ -d $word ]] || zoo_form_error "$what: data directory '$word' (argument $((i + 1)), DATA_DIR) not found; point it at the dataset root"
+                data=$word
+                data_at=$((i + 1))
+                layout=$(zoo_data_layout "$word")
+                ;;
+            RANK_TABLE_FILE)
+                [[ -f $word ]] || zoo_form_error "$what: rank table '$word' (argument $((i + 1)), RANK_TABLE_FILE) not found; make one with python scripts/rank_table.py generate --device_range \"[0,8)\""
+                ;;
+            CHECKPOINT | PRETRAINED_CKPT)
+                [[ -e $word ]] || zoo_form_error "$what: checkpoint '$word' (argument $((i + 1)), ${name_of[i]}) not found"
+                ckpt=$word
+                ckpt_at=$((i + 1))
+                ;;
+        esac
+    done
+    if [[ -n $named && -n $layout && $named != "$layout" ]]; then
+        zoo_form_error "$what: '$data' (argument $data_at, DATA_DIR) holds $layout data, but argument $named_at says $named; give the $named folder, or $layout as argument $named_at"
+    fi
+    local model="" ckpt_dataset=""
+    if [[ -n $ckpt ]]; then
+        zoo_find_python
+        read -r model ckpt_dataset <<< "$(zoo_checkpoint_identity "$ckpt" || true)"
+    fi
+    local dataset=${named:-${layout:-$ckpt_dataset}}
+    if [[ -n $ckpt_dataset && -n $dataset && $ckpt_dataset != "$dataset" && ${name_of[ckpt_at - 1]} == CHECKPOINT ]]; then
+        zoo_form_error "$what: checkpoint '$ckpt' (argument $ckpt_at) was trained on $ckpt_dataset, but the data is $dataset; evaluate it on $ckpt_dataset data, or give a $dataset checkpoint"
+    fi
+
+    # Which configs fit.
+    local -a configs=()
+    if [[ -n $dataset ]]; then
+        mapfile -t configs < <(zoo_configs_for "$dataset" "${model:-*}")
+        ((${#configs[@]})) || mapfile -t configs < <(zoo_configs_for "$dataset")
+    elif [[ -n $data ]]; then
+        zoo_form_error "$what: cannot tell which dataset '$data' (argument $data_at, DATA_DIR) holds (coco: annotations/instances_*.json; cifar10: cifar-10-batches-bin/; imagenet: train/ and val/); name the config first: $(zoo_command_line CONFIG "$data" "${ZOO_POSITIONAL[@]:data_at}") with CONFIG one of $(zoo_config_list)"
+    else
+        # Nothing names the data: upstream read it from its config file (Tiny-DarkNet: ImageNet).
+        mapfile -t configs < <(zoo_configs_for imagenet tinydarknet; zoo_configs_for cifar10 tinydarknet)
+    fi
+
+    local -a commands=()
+    local config placeholder=0
+    for config in "${configs[@]}"; do
+        zoo_our_args "$config" "${template_words[@]}"
+        commands+=("$(zoo_command_line "${ZOO_FORM_ARGS[@]}")")
+        [[ " ${template_words[*]} " == *" D "* || " ${template_words[*]} " == *" N8 "* ]] && placeholder=1
+    done
+    if ((${#configs[@]} == 1 && !placeholder)); then
+        zoo_our_args "${configs[0]}" "${template_words[@]}"
+        zoo_say "$what: $dataset data${model:+ and a $model checkpoint} fit one config; running: ${commands[0]}"
+        ZOO_POSITIONAL=("${ZOO_FORM_ARGS[@]}")
+        ZOO_ARG_LABEL[config]="CONFIG ${configs[0]}, chosen for the $dataset data"
+        [[ -n $data_at ]] && ZOO_ARG_LABEL[data]="DATA_DIR, argument $data_at"
+        [[ -n $ckpt_at ]] && ZOO_ARG_LABEL[checkpoint]="CHECKPOINT, argument $ckpt_at"
+        return 0
+    fi
+    local why
+    if [[ " ${template_words[*]} " == *" D "* ]]; then
+        why="it took the model and the data from its config file; here CONFIG and DATA_DIR come first"
+    elif [[ " ${template_words[*]} " == *" N8 "* ]]; then
+        why="it does not say how many GPUs; upstream always started 8"
+    else
+        why="$dataset fits ${#configs[@]} configs ($(printf '%s, ' "${configs[@]}" | sed 's/, $//')); name one as CONFIG"
+    fi
+    if ((${#commands[@]} == 1)); then
+        zoo_form_error "$what: $why; run: ${commands[0]}"
+    fi
+    zoo_form_error "$what: $why; run one of: $(printf '%s | ' "${commands[@]}" | sed 's/ | $//')"
+}
+
+# The shipped config names, comma separated.
+zoo_config_list() {
+    local file names=""
+    for file in "$ZOO_ROOT"/config/*.yaml; do
+        [[ -f $file ]] && names+="$(basename "${file%.yaml}"), "
+    done
+    printf '%s\n' "${names%, }"
+}
+
+# True when ARG names a config file (a path, or a name in config/).
+zoo_is_config() {
+    local candidate
+    for candidate in "$1" "$ZOO_ROOT/config/$1" "$ZOO_ROOT/config/$1.yaml"; do
+        [[ -f $candidate && $candidate == *.y*ml ]] && return 0
+    done
+    [[ $1 == *.yaml || $1 == *.yml ]]  # a config path with a typo: report it as one
+}
+
+# For a launcher started with no arguments: the upstream bare form's meaning.
+zoo_bare_form_hint() {
+    local -a commands=()
+    local config
+    case $ZOO_FORMS in
+        eval) ;;
+        *) return 0 ;;
+    esac
+    for config in tinydarknet_imagenet tinydarknet_cifar10; do
+        commands+=("$(zoo_command_line "$config" "$(zoo_placeholder_data "$config")" /path/to/checkpoint.ckpt)")
+    done
+    printf '; upstream Tiny-DarkNet ran %s with no arguments, taking the data and checkpoint from its config file; here they are arguments: run one of: %s | %s' \
+        "$ZOO_NAME" "${commands[0]}" "${commands[1]}"
 }
 
 # --------------------------------------------------------------------------- checks
@@ -183,7 +528,7 @@ zoo_resolve_config() {
     for file in "$ZOO_ROOT"/config/*.yaml; do
         [[ -f $file ]] && shipped+="$(basename "$file") "
     done
-    zoo_die "config file '$name' not found (CONFIG, argument 1); shipped configs: ${shipped:-none}"
+    zoo_die "config file '$name' not found (${ZOO_ARG_LABEL[config]}); shipped configs: ${shipped:-none}"
 }
 
 # Load the config with the --key=value flags before starting anything, so a
@@ -203,7 +548,9 @@ try:
 except ZooError as exc:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(3)
-print(cfg.device_target, cfg.data.demo)
+custom = any((cfg.data.train_dir, cfg.data.eval_dir, cfg.data.train_ann_file, cfg.data.eval_ann_file))
+print(cfg.device_target, cfg.data.demo, cfg.dataset, cfg.num_classes,
+      cfg.checkpoint.eval_every_epochs, custom)
 ' "$ZOO_CONFIG" ${ZOO_PASSTHROUGH[@]+"${ZOO_PASSTHROUGH[@]}"} "$@") || rc=$?
     if ((rc == 3)); then
         zoo_die "the configuration above is invalid (config $ZOO_CONFIG plus the --key=value flags)"
@@ -212,14 +559,44 @@ print(cfg.device_target, cfg.data.demo)
     elif ((rc != 0)); then
         zoo_die "$ZOO_PYTHON could not read the config (see above); set PYTHON to the interpreter of the environment with the zoo's requirements"
     fi
-    read -r ZOO_CFG_DEVICE ZOO_CFG_DEMO <<< "$out"
+    read -r ZOO_CFG_DEVICE ZOO_CFG_DEMO ZOO_CFG_DATASET ZOO_CFG_NUM_CLASSES ZOO_CFG_EVAL_EVERY \
+        ZOO_CFG_CUSTOM_SPLITS <<< "$out"
 }
 
+# What each user argument is, for the messages ("DATA_DIR, argument 2");
+# an upstream form that was rewritten sets them to the user's positions.
+declare -A ZOO_ARG_LABEL=([config]="CONFIG, argument 1" [data]="DATA_DIR, argument 2"
+    [checkpoint]="CHECKPOINT, argument 3" [rank_table]="RANK_TABLE_FILE, argument 3")
+
+# zoo_check_data_dir DIR [SPLIT]: the folder exists, and (unless the config
+# makes demo data or names its own split folders) the dataset check of
+# src.datasets.check passes for SPLIT (train, val or both; default: the splits
+# the run reads) without decoding images, so a wrong folder fails here
+# instead of in every worker.
 zoo_check_data_dir() {
+    local split=${2:-} out
     ZOO_DATA_DIR=$(zoo_abspath "$1")
-    [[ -d $ZOO_DATA_DIR ]] && return 0
-    [[ ${ZOO_CFG_DEMO:-False} == True ]] && return 0  # train.py makes the demo set there
-    zoo_die "data directory '$1' not found (DATA_DIR, argument 2); point it at the dataset root (python -m src.datasets.check explains the layouts; python -m src.datasets.demo --root demo_data makes small demo sets)"
+    if [[ ! -d $ZOO_DATA_DIR ]]; then
+        [[ ${ZOO_CFG_DEMO:-False} == True ]] && return 0  # train.py makes the demo set there
+        zoo_die "data directory '$1' not found (${ZOO_ARG_LABEL[data]}); point it at the dataset root (python -m src.datasets.check explains the layouts; python -m src.datasets.demo --root demo_data makes small demo sets)"
+    fi
+    [[ ${ZOO_CFG_DEMO:-False} == True || ${ZOO_CFG_CUSTOM_SPLITS:-False} == True ]] && return 0
+    [[ -n ${ZOO_CFG_DATASET:-} ]] || return 0
+    if [[ -z $split ]]; then
+        split=train
+        [[ ${ZOO_CFG_EVAL_EVERY:-0} != 0 ]] && split=both
+    fi
+    out=$(PYTHONPATH="$ZOO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$ZOO_PYTHON" -c '
+import sys
+from src.datasets.check import require_valid_dataset
+from src.errors import ZooError
+try:
+    require_valid_dataset(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], max_decode=0)
+except ZooError as exc:
+    print(exc)
+    sys.exit(1)
+' "$ZOO_CFG_DATASET" "$ZOO_DATA_DIR" "$ZOO_CFG_NUM_CLASSES" "$split" 2>&1) \
+        || zoo_die "data directory '$1' (${ZOO_ARG_LABEL[data]}) does not hold the config's $ZOO_CFG_DATASET data: ${out//$'\n'/ }"
 }
 
 # Fail before launching when the machine has no such accelerator.
@@ -263,6 +640,7 @@ zoo_make_run_dir() {
     fi
     ZOO_RUN_NAME=$name
     ZOO_RUN_DIR="$ZOO_OUTPUT_DIR/$name"
+    zoo_dry_run && return 0
     mkdir -p "$ZOO_RUN_DIR" || zoo_die "cannot create the run folder '$ZOO_RUN_DIR'; choose a writable --output_dir"
 }
 
@@ -278,6 +656,10 @@ zoo_run_flags() {
 # background copy supervises the run, so killing its pid stops every rank.
 zoo_go_background() {
     [[ $ZOO_FOREGROUND == 1 ]] && return 0
+    if zoo_dry_run; then
+        zoo_say "dry run: would start in the background (nohup), supervised by a copy of this launcher"
+        return 0
+    fi
     local log="$ZOO_RUN_DIR/${ZOO_LAUNCHER_LOG:-launcher.log}" pid
     ZOO_QUIET=1 FOREGROUND=1 nohup bash "$ZOO_SCRIPT" "${ZOO_KEEP_ARGS[@]}" \
         "--output_dir=$ZOO_OUTPUT_DIR" "--run_name=$ZOO_RUN_NAME" > "$log" 2>&1 < /dev/null &
@@ -288,16 +670,41 @@ zoo_go_background() {
     exit 0
 }
 
+# ZOO_DRY_RUN=1: every check runs as usual, but each command is printed
+# ("dry run: CMD") instead of started, and no run folder is made.
+zoo_dry_run() {
+    [[ ${ZOO_DRY_RUN:-0} == 1 ]]
+}
+
+zoo_print_command() {
+    printf 'dry run: %s\n' "$(printf '%q ' "$@")"
+}
+
+# Every process a launcher starts, and everything those start (msrun's workers
+# put themselves in sessions of their own), inherits this tag: on a stop the
+# launcher finds them all by it, also after their parent is gone.
+ZOO_LAUNCH_ID="$$-${RANDOM}${RANDOM}-$(date +%s%N)"
+export ZOO_LAUNCH_ID
+
 # zoo_start LOG ECHO CMD...: run CMD in the background with its output in LOG
-# (and on this terminal when ECHO=1); its pid goes to ZOO_CHILDREN/ZOO_LAST_PID.
+# (and on this terminal when ECHO=1), as the leader of a new process group
+# (setsid), so a stop reaches its children too; its pid goes to
+# ZOO_CHILDREN/ZOO_LAST_PID. tee ignores Ctrl-C so the last lines still reach the log.
 zoo_start() {
     local log=$1 echo=$2
     shift 2
-    mkdir -p "$(dirname "$log")"
-    if [[ $echo == 1 && ${ZOO_QUIET:-0} != 1 ]]; then
-        "$@" > >(tee -a "$log") 2>&1 &
+    local -a launch=()
+    if zoo_dry_run; then
+        launch=(zoo_print_command)
+        log=/dev/null
     else
-        "$@" >> "$log" 2>&1 &
+        mkdir -p "$(dirname "$log")"
+        command -v setsid > /dev/null && launch=(setsid)
+    fi
+    if [[ $echo == 1 && ${ZOO_QUIET:-0} != 1 ]] || zoo_dry_run; then
+        ${launch[@]+"${launch[@]}"} "$@" > >(trap '' INT TERM; exec tee -a "$log") 2>&1 &
+    else
+        ${launch[@]+"${launch[@]}"} "$@" >> "$log" 2>&1 &
     fi
     ZOO_LAST_PID=$!
     ZOO_CHILDREN+=("$ZOO_LAST_PID")
@@ -311,21 +718,67 @@ zoo_alive() {
     [[ ${stat:0:1} != Z ]]
 }
 
-# Send ZOO_CHILD_STOP_SIGNAL to every running child, then KILL what is left after 15 s.
+# The pids carrying this launcher's tag, except the launcher and its direct
+# children (the process-group leaders it stops itself, and tee).
+zoo_tagged_pids() {
+    local file pid stat ppid
+    while read -r file; do
+        pid=${file#/proc/}
+        pid=${pid%/environ}
+        [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+        { read -r stat < "/proc/$pid/stat"; } 2> /dev/null || continue
+        stat=${stat##*) }
+        read -r _ ppid _ <<< "$stat"
+        [[ $ppid == "$$" ]] && continue
+        printf '%s\n' "$pid"
+    done < <(grep -lsz -- "^ZOO_LAUNCH_ID=$ZOO_LAUNCH_ID\$" /proc/[0-9]*/environ 2> /dev/null || true)
+}
+
+# zoo_signal_all SIGNAL: every child's process group, and every tagged process.
+zoo_signal_all() {
+    local sig=$1 pid
+    for pid in ${ZOO_CHILDREN[@]+"${ZOO_CHILDREN[@]}"}; do
+        kill "-$sig" -- "-$pid" 2> /dev/null || kill "-$sig" "$pid" 2> /dev/null || true
+    done
+    for pid in $(zoo_tagged_pids); do
+        kill "-$sig" "$pid" 2> /dev/null || true
+    done
+}
+
+# Send ZOO_CHILD_STOP_SIGNAL to every child's process group, then KILL whatever
+# is left after 15 s (children, their groups and every tagged process).
 zoo_stop_children() {
     local pid deadline=$((SECONDS + 15))
     for pid in ${ZOO_CHILDREN[@]+"${ZOO_CHILDREN[@]}"}; do
-        zoo_alive "$pid" && kill "-$ZOO_CHILD_STOP_SIGNAL" "$pid" 2> /dev/null
+        zoo_alive "$pid" && { kill "-$ZOO_CHILD_STOP_SIGNAL" -- "-$pid" 2> /dev/null || kill "-$ZOO_CHILD_STOP_SIGNAL" "$pid" 2> /dev/null; }
     done
     for pid in ${ZOO_CHILDREN[@]+"${ZOO_CHILDREN[@]}"}; do
         while zoo_alive "$pid" && ((SECONDS < deadline)); do
             sleep 0.2
         done
-        zoo_alive "$pid" && kill -KILL "$pid" 2> /dev/null
         [[ -n ${ZOO_EXIT[$pid]:-} ]] || ZOO_EXIT[$pid]=stopped
+    done
+    zoo_reap_orphans "$deadline"
+    for pid in ${ZOO_CHILDREN[@]+"${ZOO_CHILDREN[@]}"}; do
         wait "$pid" 2> /dev/null || true
     done
     return 0
+}
+
+# zoo_reap_orphans [DEADLINE]: TERM the tagged processes still running (workers
+# whose parent died without stopping them), KILL them and the child groups at
+# DEADLINE (default: 5 s from now).
+zoo_reap_orphans() {
+    local deadline=${1:-$((SECONDS + 5))} left
+    left=$(zoo_tagged_pids)
+    if [[ -n $left ]]; then
+        # shellcheck disable=SC2086  # one pid per word
+        kill -TERM $left 2> /dev/null || true
+        while [[ -n $(zoo_tagged_pids) ]] && ((SECONDS < deadline)); do
+            sleep 0.2
+        done
+    fi
+    zoo_signal_all KILL
 }
 
 # Ctrl-C / kill: stop every child, then exit 130 (INT) or 143 (TERM).
@@ -371,7 +824,36 @@ zoo_wait_children() {
         fi
         ((${#running[@]})) && { sleep 1 & wait $! || true; }
     done
+    [[ -n $(zoo_tagged_pids) ]] && zoo_reap_orphans
     return "$failed"
+}
+
+# zoo_cores: the CPUs this process may run on.
+zoo_cores() {
+    local n
+    n=$(nproc 2> /dev/null || getconf _NPROCESSORS_ONLN)
+    printf '%s\n' "$n"
+}
+
+# zoo_bound_workers WHAT COUNT [CPUS_EACH]: COUNT processes (CPUS_EACH cores
+# each) must fit this machine's cores, unless --force / ZOO_FORCE=1: each
+# worker is a full MindSpore process, and too many exhaust memory first.
+zoo_bound_workers() {
+    local what=$1 count=$2 each=${3:-1} cores
+    cores=$(zoo_cores)
+    ((count * each <= cores || ZOO_FORCE == 1)) && return 0
+    if ((each > 1)); then
+        zoo_usage_error "$what $count x $each cpus per rank needs $((count * each)) cores, this machine has $cores; lower them, or add --force (env ZOO_FORCE=1) to start them anyway"
+    fi
+    zoo_usage_error "$what $count is more than the $cores CPU cores of this machine (each worker is a full process); use at most $cores, or add --force (env ZOO_FORCE=1) to start them anyway"
+}
+
+# zoo_show_failure LOG LABEL: the last lines of a failed worker's log, which
+# hold its reason (train.py's "error: ..." line or the end of a traceback).
+zoo_show_failure() {
+    [[ -s $1 ]] || return 0
+    printf '  %s failed; last lines of %s:\n' "$2" "$1"
+    tail -n "${ZOO_FAILURE_LINES:-6}" "$1" | sed 's/^/    | /'
 }
 
 # Split this process's allowed CPUs evenly over N local ranks; sets
@@ -427,6 +909,13 @@ zoo_single_main() {
         ZOO_RESERVED+=("checkpoint_path=CHECKPOINT is the third argument"
             "ckpt_file=CHECKPOINT is the third argument" "ckpt_path=CHECKPOINT is the third argument")
     fi
+    if [[ $kind == eval ]]; then
+        ZOO_FORMS="eval"
+    elif [[ $target == CPU ]]; then
+        ZOO_FORMS=train_cpu
+    else
+        ZOO_FORMS=train_device
+    fi
     zoo_parse_args "$required" "$with_device_id" "$@"
     zoo_find_python
     zoo_resolve_config "${ZOO_POSITIONAL[0]}"
@@ -435,7 +924,7 @@ zoo_single_main() {
     local -a cmd=("$ZOO_PYTHON" "$ZOO_ROOT/$kind.py" "--config_path=$ZOO_CONFIG"
         "--data_dir=$ZOO_DATA_DIR" "--device_target=$target")
     if [[ $kind == eval ]]; then
-        zoo_require_file "${ZOO_POSITIONAL[2]}" "checkpoint (CHECKPOINT, argument 3)"
+        zoo_require_file "${ZOO_POSITIONAL[2]}" "checkpoint (${ZOO_ARG_LABEL[checkpoint]})"
         cmd+=("--checkpoint_path=$(zoo_abspath "${ZOO_POSITIONAL[2]}")")
     fi
     zoo_require_device "$target"

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel training through MindSpore's msrun launcher (Ascend, GPU or CPU).
+# `sh script.sh` (how the upstream READMEs run it) re-runs this script under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set +o posix
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -20,6 +23,7 @@ command on each node with its own --node_rank.
                     required when N > 1)
   --master_port=P   scheduler port (default 8118)
   --bind_core=True  let msrun bind each worker to its own CPU cores
+  --force           start more workers than this machine has CPU cores (env ZOO_FORCE=1)
 
 $ZOO_HELP_KEYS
 $ZOO_HELP_BACKGROUND
@@ -48,6 +52,7 @@ MASTER_ADDR=${ZOO_OPT[master_addr]:-127.0.0.1}
 MASTER_PORT=${ZOO_OPT[master_port]:-8118}
 BIND_CORE=${ZOO_OPT[bind_core]:-False}
 zoo_require_int WORKERS_PER_NODE "$WORKERS" 1
+zoo_bound_workers WORKERS_PER_NODE "$WORKERS"
 zoo_require_int --nodes "$NODES" 1
 zoo_require_int --node_rank "$NODE_RANK" 0
 zoo_require_int --master_port "$MASTER_PORT" 1024
@@ -70,9 +75,6 @@ PY_DIR=$(dirname "$(command -v "$ZOO_PYTHON")")
 export PATH="$PY_DIR:$PATH"
 MSRUN=$(command -v msrun || true)
 [[ -n $MSRUN ]] || zoo_die "msrun not found; it is installed with MindSpore >= 2.3 (pip install mindspore) next to its python: activate that environment or set PYTHON=/path/to/env/bin/python"
-if [[ $ZOO_CFG_DEVICE == CPU ]] && ((WORKERS > $(getconf _NPROCESSORS_ONLN))); then
-    zoo_say "warning: $WORKERS CPU workers on $(getconf _NPROCESSORS_ONLN) cores will be slow" >&2
-fi
 zoo_require_device "$ZOO_CFG_DEVICE"
 # A busy scheduler port makes msrun wait for the cluster timeout (10 min) first.
 if ((NODE_RANK == 0)) && [[ $MASTER_ADDR == 127.0.0.1 || $MASTER_ADDR == localhost ]] \
@@ -109,7 +111,12 @@ rc=${ZOO_EXIT[$pid]}
 if ((rc == 0)); then
     zoo_say "all workers finished; outputs in $ZOO_RUN_DIR"
 else
-    zoo_say "training FAILED (msrun exit status $rc); worker logs with errors:" >&2
-    grep -lE "^error: |Traceback" "$ZOO_RUN_DIR"/msrun_logs/*.log 2> /dev/null | sed 's/^/  /' >&2 || true
+    zoo_say "training FAILED (msrun exit status $rc)" >&2
+    shown=0
+    while read -r log && ((shown < 2)); do
+        zoo_show_failure "$log" "$(basename "${log%.log}")" >&2
+        shown=$((shown + 1))
+    done < <(grep -lE "^error: |Traceback|Error" "$ZOO_RUN_DIR"/msrun_logs/worker_*.log 2> /dev/null || true)
+    ((shown)) || zoo_show_failure "$ZOO_RUN_DIR/msrun$LOG_SUFFIX.log" msrun >&2
 fi
 exit "$rc"

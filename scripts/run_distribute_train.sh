@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel training on Ascend NPUs described by an HCCL rank table.
+# `sh script.sh` (how the upstream READMEs run it) re-runs this script under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set +o posix
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -35,6 +38,7 @@ ZOO_RESERVED=("${ZOO_RESERVED_COMMON[@]}"
     "device_target=this launcher runs on Ascend; use run_distribute_train_gpu.sh or run_distribute_msrun.sh"
     "device_id=device ids come from the rank table"
     "distributed=this launcher always trains data-parallel")
+ZOO_FORMS=dist_table
 zoo_parse_args 3 0 "$@"
 zoo_find_python
 zoo_resolve_config "${ZOO_POSITIONAL[0]}"
@@ -81,6 +85,13 @@ zoo_report() {
             *) printf '  rank %s (device %s): FAILED with exit status %s; log %s\n' "${RANK_OF[$pid]}" "${DEVICE_OF[$pid]}" "$status" "${LOG_OF[$pid]}" ;;
         esac
     done
+    local shown=0
+    for pid in "${ZOO_CHILDREN[@]}"; do
+        status=${ZOO_EXIT[$pid]:-running}
+        [[ $status == 0 || $status == stopped || $status == running ]] && continue
+        ((shown++ < 2)) && zoo_show_failure "${LOG_OF[$pid]}" "rank ${RANK_OF[$pid]}"
+    done
+    return 0
 }
 
 zoo_trap_signals

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel training on NVIDIA GPUs through OpenMPI's mpirun.
+# `sh script.sh` (how the upstream READMEs run it) re-runs this script under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set +o posix
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -12,7 +15,9 @@ msrun (scripts/run_distribute_msrun.sh) does the same without OpenMPI.
 
   CONFIG      config file, or its name in config/ (e.g. mobilenetv1_imagenet)
   DATA_DIR    dataset root
-  NUM_GPUS    processes in total (one per GPU)
+  NUM_GPUS    processes in total (one per GPU; at most the CPU cores unless --force)
+  --cpus_per_rank=N  CPU cores bound to each rank (mpirun --map-by slot:PE=N --bind-to core)
+  --force     start more ranks than this machine has CPU cores (env ZOO_FORCE=1)
 
 $ZOO_HELP_KEYS
 $ZOO_HELP_BACKGROUND
@@ -33,9 +38,17 @@ ZOO_RESERVED=("${ZOO_RESERVED_COMMON[@]}"
     "device_target=this launcher runs on GPU; use run_distribute_msrun.sh for other devices"
     "device_id=each rank uses the GPU of its local rank"
     "distributed=this launcher always trains data-parallel")
+ZOO_LAUNCHER_OPTIONS=(cpus_per_rank)
+ZOO_FORMS=dist_mpi
 zoo_parse_args 3 0 "$@"
 NUM_GPUS=${ZOO_POSITIONAL[2]}
 zoo_require_int NUM_GPUS "$NUM_GPUS" 1
+CPUS_PER_RANK=${ZOO_OPT[cpus_per_rank]:-}
+[[ -z $CPUS_PER_RANK ]] || zoo_require_int --cpus_per_rank "$CPUS_PER_RANK" 1
+# With hosts in MPIRUN_ARGS the ranks are spread over several machines.
+if ! [[ ${MPIRUN_ARGS:-} =~ (^|[[:space:]])(-H|--host|-host|--hostfile|-hostfile|--machinefile)([[:space:]=]|$) ]]; then
+    zoo_bound_workers NUM_GPUS "$NUM_GPUS" "${CPUS_PER_RANK:-1}"
+fi
 zoo_find_python
 zoo_resolve_config "${ZOO_POSITIONAL[0]}"
 zoo_check_config --device_target=GPU --distributed=True
@@ -52,6 +65,8 @@ mpi=(mpirun -n "$NUM_GPUS" --output-filename "$ZOO_RUN_DIR/mpirun_logs" --merge-
 (($(id -u) == 0)) && mpi+=(--allow-run-as-root)
 read -r -a extra <<< "${MPIRUN_ARGS:-}"
 mpi+=(${extra[@]+"${extra[@]}"})
+# upstream's --cpus-per-rank N (OpenMPI 4 and 5 spell it --map-by slot:PE=N)
+[[ -n $CPUS_PER_RANK ]] && mpi+=(--map-by "slot:PE=$CPUS_PER_RANK" --bind-to core)
 # Each rank picks its GPU from its local rank before train.py starts.
 # shellcheck disable=SC2016  # expanded by the rank's shell, not here
 rank_shell=(bash -c 'export DEVICE_ID=${OMPI_COMM_WORLD_LOCAL_RANK:-0} RANK_ID=${OMPI_COMM_WORLD_RANK:-0}; exec "$@"' zoo-rank)
@@ -69,5 +84,6 @@ if ((rc == 0)); then
     zoo_say "all ranks finished; outputs in $ZOO_RUN_DIR"
 else
     zoo_say "training FAILED (mpirun exit status $rc); see $ZOO_RUN_DIR/console.log and mpirun_logs/" >&2
+    zoo_show_failure "$ZOO_RUN_DIR/console.log" "a rank" >&2
 fi
 exit "$rc"

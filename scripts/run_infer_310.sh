@@ -2,6 +2,9 @@
 # Offline inference of an exported model: preprocess -> build the app -> infer -> postprocess.
 # Each stage runs in the foreground; the first one that fails stops the script,
 # which names the stage and its log.
+# `sh script.sh` (how the upstream READMEs run it) re-runs this script under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set +o posix
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -34,9 +37,46 @@ The run folder gets preprocess.log, build.log, infer.log, acc.log (the accuracy,
 COCO table), result_Files/<stem>_<i>.bin, time_Result/test_perform_static.txt and, for
 YOLOv3-Tiny, postprocess/ (predictions.json, metrics.json).
 
+upstream forms:
+  run_infer_310.sh MINDIR_PATH DATA_PATH ANNO_PATH [DEVICE_ID]   (YOLOv3-Tiny): the same as above
+  run_infer_310.sh MINDIR_PATH DATA_PATH LABEL_PATH CPU [DEVICE_ID]   (Tiny-DarkNet): runs; CPU
+      (decode on the host) is what this app always does, so the word is dropped
+  run_infer_310.sh MINDIR_PATH DATA_PATH LABEL_PATH DVPP [DEVICE_ID]: refused (DVPP decoding is
+      not supported; upstream refused it too) with the command without DVPP
+  run_infer_310.sh MINDIR_PATH DATA_PATH DVPP|CPU [DEVICE_ID]: refused with the command that puts
+      a label file (written from DATA_PATH when missing) in its place
+  The label or annotation file is checked (it parses; class indices below num_classes) before
+  any inference starts.
+
 example:
   bash scripts/run_infer_310.sh tinydarknet_imagenet.mindir /data/imagenet/val imagenet_label.txt 0
   bash scripts/run_infer_310.sh tinydarknet_imagenet.mindir /data/imagenet/val imagenet_label.txt --backend=cpu"
+
+# Upstream Tiny-DarkNet's MINDIR DATA LABEL DVPP|CPU [DEVICE_ID]: its app
+# decoded images on the host (CPU) or on the Ascend's DVPP, and refused DVPP.
+# Here the host always decodes, so CPU is dropped and DVPP refused with the
+# command that runs instead.
+args=("$@")
+for i in 2 3; do
+    decode=${args[i]:-}
+    [[ $decode == --* ]] && break
+    case ${decode^^} in
+        CPU | DVPP) ;;
+        *) continue ;;
+    esac
+    rest=("${args[@]:0:i}" "${args[@]:i+1}")
+    if ((i == 2)); then  # no label file before the decode mode
+        rest=("${args[@]:0:2}" label.txt "${args[@]:3}")
+        fix="the label file comes before it (one that does not exist yet is written from DATA_PATH)"
+    elif [[ ${decode^^} == DVPP ]]; then
+        fix="DVPP decoding is not supported (upstream Tiny-DarkNet refused it as well); the host decodes"
+    else
+        zoo_say "upstream decode mode '$decode' (argument 4): images are decoded on the host here too; dropped"
+        set -- "${rest[@]}"
+        break
+    fi
+    zoo_form_error "upstream form 'MINDIR_PATH DATA_PATH LABEL_PATH DVPP|CPU [DEVICE_ID]' (Tiny-DarkNet run_infer_310.sh): '$decode' (argument $((i + 1))): $fix; run: $(printf '%q ' bash "$0" "${rest[@]}" | sed 's/ $//')"
+done
 
 # shellcheck disable=SC2034  # read by common.sh
 ZOO_LAUNCHER_OPTIONS=(backend config_path)
@@ -101,6 +141,30 @@ while IFS='=' read -r key value; do
 done <<< "$spec_text"
 read -r -a app_flags <<< "${spec[APP_FLAGS]}"
 
+# 0. the label / annotation file scores the run: check it before inferring anything.
+if [[ ${spec[TASK]} == detection ]]; then
+    [[ -f $label ]] || zoo_die "annotation file '${ZOO_POSITIONAL[2]}' not found (LABEL_OR_ANNOTATION_FILE, argument 3): YOLOv3-Tiny is scored against the COCO instances JSON"
+fi
+if [[ -f $label ]]; then
+    problem=$("$ZOO_PYTHON" -c '
+import sys
+from src.errors import ZooError
+task, path, num_classes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    if task == "detection":
+        from src.datasets.coco import load_coco_annotations
+        coco = load_coco_annotations(path)
+        if not coco.imgs or not coco.cats:
+            sys.exit(f"COCO annotation file {path!r} lists no images or no categories")
+    else:
+        from src.deploy.common import read_label_file
+        read_label_file(path, num_classes)
+except ZooError as exc:
+    sys.exit(str(exc))
+' "${spec[TASK]}" "$label" "${spec[NUM_CLASSES]}" 2>&1) \
+        || zoo_die "LABEL_OR_ANNOTATION_FILE '${ZOO_POSITIONAL[2]}' (argument 3) is unusable: ${problem//$'\n'/ }"
+fi
+
 # shellcheck disable=SC2034  # names the run folder (zoo_make_run_dir)
 ZOO_CONFIG_STEM=$(basename "$stem")
 zoo_make_run_dir infer
@@ -113,6 +177,10 @@ run_stage() {
     local name=$1 log=$2 rc=0
     shift 2
     zoo_say "[$name] $(printf '%q ' "$@")"
+    if zoo_dry_run; then
+        zoo_print_command "$@"
+        return 0
+    fi
     "$@" > "$log" 2>&1 || rc=$?
     if ((rc != 0)); then
         echo "--- last lines of $log:" >&2
@@ -124,7 +192,7 @@ run_stage() {
 # 1. preprocess: CIFAR-10 records become .bin network inputs; a missing label file is made.
 inputs=$data
 if [[ ${spec[TASK]} == detection ]]; then
-    [[ -f $label ]] || zoo_die "annotation file '${ZOO_POSITIONAL[2]}' not found (LABEL_OR_ANNOTATION_FILE, argument 3): YOLOv3-Tiny is scored against the COCO instances JSON"
+    :
 elif [[ ${spec[DATASET]} == cifar10 || ! -f $label ]]; then
     pre_cmd=("$ZOO_PYTHON" "$ZOO_ROOT/preprocess.py" "${spec_args[@]}" "--data_path=$data"
         "--output_path=$run/preprocess_Result")
@@ -141,7 +209,7 @@ fi
 if [[ $backend != python ]]; then
     app="${INFER_BUILD_DIR:-$ZOO_ROOT/ascend310_infer/out}/main"
     run_stage build "$run/build.log" bash "$ZOO_ROOT/ascend310_infer/build.sh"
-    if [[ $backend == ascend310 ]] && ! "$app" --version | grep -q "ascend310 (MindSpore"; then
+    if [[ $backend == ascend310 ]] && ! zoo_dry_run && ! "$app" --version | grep -q "ascend310 (MindSpore"; then
         zoo_die "the app was built without the ascend310 backend: MindSpore's C++ inference API was not found (see $run/build.log; set MINDSPORE_PATH=<site-packages>/mindspore of the Ascend build); $cpu_hint"
     fi
 fi
@@ -166,6 +234,10 @@ else
 fi
 run_stage postprocess "$run/acc.log" "${post_cmd[@]}"
 
+if zoo_dry_run; then
+    zoo_say "dry run: done"
+    exit 0
+fi
 cat "$run/time_Result/test_perform_static.txt"
 cat "$run/acc.log"
 zoo_say "done; results in $run"

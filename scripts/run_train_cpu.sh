@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Train on the CPU.
+# `sh script.sh` (how the upstream READMEs run it) re-runs this script under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set +o posix
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
