@@ -389,7 +389,7 @@ zoo_upstream_form() {
     local what="upstream form '$names' ($origin)"
 
     # Check each argument, naming the wrong one; collect what it says.
-    local named="" named_at="" data="" data_at="" layout="" ckpt="" ckpt_at="" word
+    local named="" named_at="" data="" data_at="" layout="" ckpt="" ckpt_at="" word split_fix=""
     for ((i = 0; i < count; i++)); do
         word=${ZOO_POSITIONAL[i]}
         case ${name_of[i]} in
@@ -399,6 +399,14 @@ zoo_upstream_form() {
                 data=$word
                 data_at=$((i + 1))
                 layout=$(zoo_data_layout "$word")
+                # upstream VGG16 took ImageNet's train/ folder; here DATA_DIR is its parent
+                if [[ -z $layout && ${word%/} == */* && $(basename "$word") =~ ^(train|val)$ \
+                    && $(zoo_data_layout "$(dirname "$word")") == imagenet ]]; then
+                    split_fix="'$word' (argument $data_at, DATA_DIR) is the $(basename "$word") split; DATA_DIR is the ImageNet root holding train/ and val/"
+                    data=$(dirname "$word")
+                    ZOO_POSITIONAL[i]=$data
+                    layout=imagenet
+                fi
                 ;;
             RANK_TABLE_FILE)
                 [[ -f $word ]] || zoo_form_error "$what: rank table '$word' (argument $((i + 1)), RANK_TABLE_FILE) not found; make one with python scripts/rank_table.py generate --device_range \"[0,8)\""
@@ -442,7 +450,7 @@ zoo_upstream_form() {
         commands+=("$(zoo_command_line "${ZOO_FORM_ARGS[@]}")")
         [[ " ${template_words[*]} " == *" D "* || " ${template_words[*]} " == *" N8 "* ]] && placeholder=1
     done
-    if ((${#configs[@]} == 1 && !placeholder)); then
+    if ((${#configs[@]} == 1 && !placeholder)) && [[ -z $split_fix ]]; then
         zoo_our_args "${configs[0]}" "${template_words[@]}"
         zoo_say "$what: $dataset data${model:+ and a $model checkpoint} fit one config; running: ${commands[0]}"
         ZOO_POSITIONAL=("${ZOO_FORM_ARGS[@]}")
@@ -452,7 +460,10 @@ zoo_upstream_form() {
         return 0
     fi
     local why
-    if [[ " ${template_words[*]} " == *" D "* ]]; then
+    if [[ -n $split_fix ]]; then
+        why=$split_fix
+        ((${#configs[@]} > 1)) && why+="; $dataset fits ${#configs[@]} configs, name one as CONFIG"
+    elif [[ " ${template_words[*]} " == *" D "* ]]; then
         why="it took the model and the data from its config file; here CONFIG and DATA_DIR come first"
     elif [[ " ${template_words[*]} " == *" N8 "* ]]; then
         why="it does not say how many GPUs; upstream always started 8"
