@@ -505,7 +505,7 @@ zoo_bare_form_hint() {
     for config in tinydarknet_imagenet tinydarknet_cifar10; do
         commands+=("$(zoo_command_line "$config" "$(zoo_placeholder_data "$config")" /path/to/checkpoint.ckpt)")
     done
-    printf '; upstream Tiny-DarkNet ran %s with no arguments, taking the data and checkpoint from its config file; here they are arguments: run one of: %s | %s' \
+    printf '; upstream Tiny-DarkNet ran %s with no arguments (the data and checkpoint came from its config file); run one of: %s | %s' \
         "$ZOO_NAME" "${commands[0]}" "${commands[1]}"
 }
 
