@@ -644,3 +644,18 @@ def test_pretrained_backbone_loads_only_the_backbone(tmp_path):
     assert not (params["head_stride32.weight"].asnumpy() == 0.25).any()
     with pytest.raises(CheckpointError, match="fits nothing of the network's backbone"):
         load_pretrained(create_model("tinydarknet", 10), path, lines.append, prefix="backbone.")
+
+
+def test_pth_conversion_does_not_need_torch(timm_files, tmp_path):
+    """The .pth reader rebuilds tensors itself: it works where torch cannot be imported."""
+    _, pth_path, _, _ = timm_files
+    out = tmp_path / "no_torch.ckpt"
+    script = ("import runpy, sys; sys.modules['torch'] = None; "
+              f"sys.argv = ['convert_weights.py', '--source=timm', '--model=mobilenetv1', "
+              f"'--input={pth_path}', '--output={out}']; "
+              "runpy.run_path('convert_weights.py', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tensors, meta = read_checkpoint(str(out))
+    assert meta["model"] == "mobilenetv1" and "features.26.bn.moving_variance" in tensors
