@@ -138,7 +138,7 @@ def test_darknet_yolov3_tiny_equals_opencv_heads_and_detections(yolo_weights, tm
     assert "is not a known published file" in stdout
     assert cfg["image_size"] == [416, 416] and cfg["net"]["grid_sensitivity"] is False
     assert json.loads(meta["class_names"])[:2] == ["person", "bicycle"]
-    assert json.loads(meta["preprocessing"])["resize"] == "letterbox"
+    assert json.loads(meta["preprocessing"])["resize_mode"] == "letterbox"
 
     rng = np.random.default_rng(3)
     photo = cv2.GaussianBlur(rng.uniform(0, 1, (240, 320, 3)).astype(np.float32), (9, 9), 3)

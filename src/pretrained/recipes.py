@@ -46,7 +46,10 @@ class Recipe:
     net_options: Dict[str, object]
     image_size: Tuple[int, int]
     config_overrides: Tuple[Tuple[str, object], ...]
-    preprocessing: Dict[str, object]  # recorded in the checkpoint (no config keys exist yet)
+    # Recorded in the checkpoint's "preprocessing" entry (the config has no keys for it):
+    # mean/std RGB on the 0-255 scale and resize_mode as src.registry.Preprocessing
+    # (None: shorter side to resize_shorter, centre crop), plus the letterbox fill.
+    preprocessing: Dict[str, object]
     read: Callable                   # read(args) -> Converted
     source_bn_eps: float
     suffixes: Tuple[str, ...]        # input file name endings this source uses
@@ -306,7 +309,7 @@ RECIPES = {
         source="darknet", model="yolov3_tiny", config_file="yolov3_tiny_coco.yaml",
         net_options={"bn_eps": 1e-5, "leaky_alpha": 0.1, "grid_sensitivity": False},
         image_size=(416, 416), config_overrides=(),
-        preprocessing={"resize": "letterbox", "letterbox_fill": 0.5,
+        preprocessing={"resize_mode": "letterbox", "letterbox_fill": 0.5,
                        "letterbox_fill_note": "value of the padding after normalisation "
                                               "(Darknet's grey 0.5 on RGB/255)",
                        "interpolation": "bilinear", **RGB_UNIT_RANGE},
@@ -318,7 +321,7 @@ RECIPES = {
         image_size=(224, 224),
         # Darknet's classifier validation: shorter side to 224, centre crop 224.
         config_overrides=(("data.resize_eval", 224), ("data.square_resize_eval", False)),
-        preprocessing={"resize": "shorter_side_then_center_crop", "resize_shorter": 224,
+        preprocessing={"resize_mode": None, "resize_shorter": 224,
                        "crop": 224, "interpolation": "bilinear", **RGB_UNIT_RANGE},
         read=read_darknet_tinydarknet, source_bn_eps=DARKNET_TRAINING_BN_EPS,
         suffixes=(".weights",), default_cfg="tiny.cfg"),
@@ -327,7 +330,7 @@ RECIPES = {
         net_options={"has_bias": True, "batch_norm": False, "pad_mode": "pad"},
         image_size=(224, 224),
         config_overrides=(("data.resize_eval", 256), ("data.square_resize_eval", False)),
-        preprocessing={"resize": "shorter_side_then_center_crop", "resize_shorter": 256,
+        preprocessing={"resize_mode": None, "resize_shorter": 256,
                        "crop": 224, "interpolation": "bilinear", "color": "RGB",
                        "mean": list(IMAGENET_MEAN_RGB), "std": list(IMAGENET_STD_RGB)},
         read=read_torchvision_vgg16, source_bn_eps=TORCH_BN_EPS, suffixes=(".pth", ".pt")),
@@ -337,7 +340,7 @@ RECIPES = {
         image_size=(224, 224),
         # timm's crop_pct 0.875 at 224: shorter side 256, centre crop 224.
         config_overrides=(("data.resize_eval", 256), ("data.square_resize_eval", False)),
-        preprocessing={"resize": "shorter_side_then_center_crop", "resize_shorter": 256,
+        preprocessing={"resize_mode": None, "resize_shorter": 256,
                        "crop": 224, "interpolation": "bicubic", "color": "RGB",
                        "mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5]},
         read=read_timm_mobilenetv1, source_bn_eps=TORCH_BN_EPS,
