@@ -81,8 +81,8 @@ def test_imagenet_eval_normalisation_is_exact_per_channel(tmp_path):
 
 
 def test_reader_reads_every_image_the_check_accepts(tmp_path):
-    """Any letter case of the shared suffixes, and a validation/ folder, for both."""
-    names = ["a.jpg", "b.Jpg", "c.JPEG", "d.png", "e.PNG", "f.bmp", "g.TIFF", "h.tif"]
+    """Any letter case of the shared suffixes, hidden files, and a validation/ folder."""
+    names = ["a.jpg", "b.Jpg", "c.JPEG", "d.png", "e.PNG", "f.bmp", "g.TIFF", "h.tif", ".i.jpg"]
     for split in ("train", "validation"):
         for cls in ("c0", "c1"):
             folder = tmp_path / split / cls

@@ -198,6 +198,15 @@ def test_imagenet_num_classes_and_empty_class(copy_of):
     assert p.path == str(root / "train" / "n01518878") and "no images" in p.message
 
 
+def test_imagenet_hidden_folder_would_be_a_class(copy_of):
+    root = copy_of("imagenet")
+    shutil.copytree(root / "train" / "n01440764", root / "train" / ".ipynb_checkpoints")
+    (p,) = check_dataset("imagenet", str(root), num_classes=10)
+    assert p.path == str(root / "train" / ".ipynb_checkpoints")
+    assert "ImageFolderDataset would read it as a class" in p.message
+    assert p.fix == "move .ipynb_checkpoints out of train/"
+
+
 def test_imagenet_missing_split(copy_of):
     root = copy_of("imagenet")
     shutil.rmtree(root / "val")

@@ -159,9 +159,11 @@ def classification_source(cfg, split: str, rank: int = 0, group_size: int = 1,
     raise_first(reader.validate(), f"{CHECK_HINT} --dataset imagenet --data_dir <root>")
     # Without a filter ImageFolderDataset tries to decode every file (README.txt, ...); it
     # matches suffixes case-sensitively, so it gets every spelling of the shared list.
+    # The labels are the reader's: class folders in sorted order, named explicitly.
     return ds.ImageFolderDataset(str(reader.folder), num_parallel_workers=clamp_workers(
         cfg.data.num_workers, group_size), shuffle=shuffle, decode=False,
-        extensions=image_suffix_spellings(), **shard)
+        extensions=image_suffix_spellings(), **shard,
+        class_indexing={name: label for label, name in enumerate(reader.class_names)})
 
 
 def build_classification_dataset(cfg, split: str, rank: int = 0, group_size: int = 1,

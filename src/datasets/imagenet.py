@@ -40,6 +40,7 @@ class ImageFolderSplit:
         self.classes: Dict[str, List[str]] = {}
         self.loose: List[str] = []
         self.ignored = 0
+        self.hidden: List[str] = []
         self.decoded = 0
 
     @property
@@ -55,14 +56,16 @@ class ImageFolderSplit:
         entries = list_dir(problems, self.folder, "split folder")
         if entries is None:
             return False
-        self.classes, self.loose, self.ignored = {}, [], 0
+        self.classes, self.loose, self.ignored, self.hidden = {}, [], 0, []
         for e in entries:
-            if e.name.startswith("."):
-                continue
             try:
                 is_dir = e.is_dir()
             except OSError:
                 is_dir = False
+            if e.name.startswith("."):
+                if is_dir:
+                    self.hidden.append(e.name)
+                continue
             if not is_dir:
                 if is_image_name(e.name):
                     self.loose.append(e.path)
@@ -72,8 +75,7 @@ class ImageFolderSplit:
             sub = list_dir(problems, e.path, "class folder")
             images = []
             for f in sub or []:
-                if f.name.startswith("."):
-                    continue
+                # Hidden files count: ImageFolderDataset reads them (macOS ._x.JPEG ones fail).
                 try:
                     nested = f.is_dir()
                 except OSError:
@@ -96,6 +98,11 @@ class ImageFolderSplit:
         if not self._scan(problems):
             return problems
         d = self.folder
+        problems.listed(self.hidden, MAX_LISTED,
+                        lambda h: (d / h, "hidden folder in the split folder: "
+                                          "mindspore.dataset.ImageFolderDataset would read it as "
+                                          "a class", f"move {h} out of {d.name}/"),
+                        d, "hidden folders", "move them out")
         if not self.classes:
             if self.loose:
                 problems.error(d, f"holds {len(self.loose)} images directly and no class folders; "
