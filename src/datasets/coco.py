@@ -160,7 +160,17 @@ def _image_entry_error(i, e):
     return None
 
 
+_NUMBER_TYPES = (int, float)  # bool excluded: type(True) is bool
+
+
 def _ann_entry_error(i, a):
+    if type(a) is dict:  # the common, well-formed entry: decided without the checks below
+        bbox = a.get("bbox")
+        if (type(a.get("image_id")) is int and type(a.get("category_id")) is int
+                and type(bbox) is list and len(bbox) == 4
+                and all(type(v) in _NUMBER_TYPES for v in bbox) and bbox[2] >= 0 <= bbox[3]
+                and a.get("iscrowd", 0) in (0, 1) and math.isfinite(sum(bbox))):
+            return None
     if not isinstance(a, dict):
         return f"annotations[{i}] is a {type(a).__name__}, not an object"
     for k in ("image_id", "category_id"):
@@ -174,11 +184,6 @@ def _ann_entry_error(i, a):
     if a.get("iscrowd", 0) not in (0, 1):
         return f"annotations[{i}]: 'iscrowd' must be 0 or 1"
     return None
-
-
-def _box_is_usable(ann) -> bool:
-    _, _, w, h = ann["bbox"]
-    return not ann.get("iscrowd", 0) and w > 1 and h > 1
 
 
 def _box_outside(bbox, image) -> bool:
@@ -257,7 +262,8 @@ class CocoDetectionReader:
         self.category_ids: Tuple[int, ...] = ()
         self.class_names: Tuple[str, ...] = ()
         self.decoded = 0
-        self._doc = None
+        self._kept_ids: list = []
+        self._kept_boxes = None
         self._cheap: Optional[List[Problem]] = None
         self._images: Dict[int, dict] = {}
         self._present: List[str] = []
@@ -317,7 +323,6 @@ class CocoDetectionReader:
         self._check_annotations(problems, doc, ann_path, fix_json)
         if img_dir.is_dir():
             self._check_files(problems, img_dir, name)
-        self._doc = None if any(p.is_error for p in problems) else doc
         return problems
 
     def _check_categories(self, problems, doc, ann_path, fix_json):
@@ -376,7 +381,8 @@ class CocoDetectionReader:
         images, cats, anns = self._images, self.categories, doc["annotations"]
         bad, orphan, unknown = [], [], []
         crowd = degenerate = sticking_out = usable = 0
-        outside, usable_images = [], set()
+        outside, usable_images, kept = [], set(), []
+        class_of = {cat: k for k, cat in enumerate(self.category_ids)}
         for i, a in enumerate(anns):
             err = _ann_entry_error(i, a)
             if err:
@@ -386,8 +392,9 @@ class CocoDetectionReader:
                 if a["image_id"] not in self._listed_ids:  # else its entry is malformed (reported)
                     orphan.append(a)
                 continue
-            if cats and a["category_id"] not in cats:
-                unknown.append(a)
+            if a["category_id"] not in cats:
+                if cats:  # with no categories at all, that one problem is reported
+                    unknown.append(a)
                 continue
             x, y, w, h = a["bbox"]
             img = images[a["image_id"]]
@@ -402,6 +409,7 @@ class CocoDetectionReader:
             else:
                 usable += 1
                 usable_images.add(a["image_id"])
+                kept.append((a["image_id"], x, y, x + w, y + h, class_of[a["category_id"]]))
         if not anns:
             problems.error(ann_path, "has no annotations (empty 'annotations' list)",
                            "use the instances_*.json file, not image_info_*.json or captions_*.json")
@@ -443,6 +451,13 @@ class CocoDetectionReader:
             extras.append(f"{crowd} crowd")
         if degenerate:
             extras.append(f"{degenerate} degenerate box{'es' * (degenerate != 1)}")
+        with np.errstate(over="ignore"):
+            boxes = np.asarray([row[1:] for row in kept], np.float32).reshape(-1, 5)
+        huge = np.flatnonzero(~np.isfinite(boxes).all(axis=1))
+        if huge.size:
+            problems.error(ann_path, f"{huge.size} boxes have coordinates too large for float32 "
+                                     f"(first: one of image {kept[huge[0]][0]})", fix_json)
+        self._kept_ids, self._kept_boxes = [row[0] for row in kept], boxes
         self._summary = (f"{self.split_name} {len(images)} images / {len(anns)} annotations"
                          + (f" ({', '.join(extras)})" if extras else ""))
 
@@ -494,26 +509,26 @@ class CocoDetectionReader:
                 raise DataError(f"COCO annotation file {self.ann_file!r} is malformed "
                                 f"({type(exc).__name__}: {str(exc)[:200]}); list its problems "
                                 f"with {CHECK_HINT} --dataset coco --data_dir <COCO root>") from None
-            self._doc = None  # the records hold everything needed; free the parsed JSON
         return self._records
 
     def _index(self) -> List[ImageRecord]:
-        doc, images = self._doc, self._images
-        class_of = {cat: k for k, cat in enumerate(self.category_ids)}
-        per_image: Dict[int, list] = {}
-        for ann in doc["annotations"]:
-            per_image.setdefault(ann["image_id"], []).append(ann)
+        # The usable boxes were collected while validating, as one array.
+        rows_of: Dict[int, List[int]] = {}
+        for row, image_id in enumerate(self._kept_ids):
+            rows_of.setdefault(image_id, []).append(row)
         records = []
-        for image_id in sorted(images):
-            info = images[image_id]
-            boxes = usable_boxes(per_image.get(image_id, []), class_of, info)
-            if self.training and len(boxes) == 0:
+        for image_id in sorted(self._images):
+            rows = rows_of.get(image_id, [])
+            if self.training and not rows:
                 continue
+            info = self._images[image_id]
             records.append(ImageRecord(int(image_id), self._present_by_id[image_id],
-                                       int(info["width"]), int(info["height"]), boxes))
+                                       int(info["width"]), int(info["height"]),
+                                       self._kept_boxes[rows]))
         if not records:
             raise DataError(f"no usable annotated images in {self.ann_file!r} (crowd boxes, boxes "
                             f"of 1 px or less and boxes outside their image are ignored)")
+        self._kept_ids, self._kept_boxes = [], None
         return records
 
     def __len__(self):
@@ -523,29 +538,6 @@ class CocoDetectionReader:
         """``(RGB uint8 image, boxes (n, 5) float32 copy)`` of record ``index``."""
         record = self.records[index]
         return read_rgb(record.path), record.boxes.copy()
-
-
-def usable_boxes(annotations: Sequence[Dict], class_of: Dict[int, int],
-                 image: Optional[Dict] = None) -> np.ndarray:
-    """``(n, 5)`` float32 ``x1, y1, x2, y2, class`` of non-crowd boxes larger than 1 px
-    (and, given the ``image`` entry, overlapping it)."""
-    rows = []
-    for ann in annotations:
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_num(v) for v in bbox)):
-            raise ValueError(f"annotation {ann.get('id')!r:.20} of image {ann.get('image_id')!r:.20} "
-                             f"has bbox {bbox!r:.60}; expected 4 finite numbers [x, y, w, h]")
-        if not _box_is_usable(ann) or ann["category_id"] not in class_of:
-            continue
-        if image is not None and _box_outside(bbox, image):
-            continue
-        x, y, w, h = bbox
-        rows.append((x, y, x + w, y + h, class_of[ann["category_id"]]))
-    with np.errstate(over="ignore"):
-        boxes = np.asarray(rows, np.float32).reshape(-1, 5)
-    if not np.isfinite(boxes).all():
-        raise ValueError("a bbox has coordinates too large for float32")
-    return boxes
 
 
 _READERS: Dict[Tuple, CocoDetectionReader] = {}
