@@ -4,7 +4,7 @@ A model package is a sub-package of ``src`` holding a ``model.py``; importing
 that module registers the package's spec with :func:`register_model`.
 ``ZOO_PLUGINS`` (``os.pathsep``-separated importable module names, or paths of
 a Python file or package folder) adds models from outside ``src`` the same way,
-for example ``ZOO_PLUGINS=tests/toy_models python train.py ...``.
+for example ``ZOO_PLUGINS=~/my_models/foonet python train.py ...``.
 
 A spec names everything model-specific that shared code needs: the network
 builder (its keyword-only arguments are the ``net`` options), the loss and
