@@ -202,8 +202,7 @@ FLAG_ALIASES: Dict[str, str] = {
     "is_dynamic_loss_scale": "loss.dynamic_loss_scale",
     "keep_checkpoint_max": "checkpoint.keep_max",
     "enable_modelarts": "modelarts.enabled",
-    "nms_thresh": "detection.nms_iou", "eval_ignore_threshold": "detection.score_threshold",
-}
+}  # plus each model's own (``config_aliases`` of its spec, see add_config_section)
 
 
 class Config:
@@ -760,6 +759,19 @@ def add_config_section(section: str, keys: Dict[str, Any], owner: str) -> None:
         raise RuntimeError(f"model {owner!r}: config keys {[f'{section}.{k}' for k in clash]} "
                            f"are already defined")
     node.update(keys)
+
+
+def add_config_aliases(aliases: Dict[str, str], owner: str) -> None:
+    """Add a model's ``{flag: dotted key}`` spellings to FLAG_ALIASES (called by src.registry)."""
+    clash = sorted(set(FLAG_ALIASES) & set(aliases))
+    if clash:
+        raise RuntimeError(f"model {owner!r}: flag aliases {clash} are already defined")
+    FLAG_ALIASES.update(aliases)
+
+
+def config_from_dict(values: Dict[str, Any]) -> Config:
+    """A checked Config from a nested dict (a run's or an export's stored config)."""
+    return load_config(None, overrides=_flatten(values))
 
 
 def _add_model_sections() -> None:

@@ -75,6 +75,7 @@ class ModelSpec:
         progress_line: optional training progress formatter (the model's upstream log habit),
             same arguments as :func:`src.engine.default_progress_line`.
         config_section: ``{section: {key: src.config.Key}}`` added to the config schema.
+        config_aliases: ``{flag: dotted key}`` spellings of its keys (upstream's flags).
         default_config: the YAML (relative to the repository) of the model's main recipe.
         detect_defaults: ``(dotted key, value)`` defaults of detect.py for this model.
         input_multiple: image height and width must be multiples of this (an int, or a
@@ -87,6 +88,7 @@ class ModelSpec:
     def __init__(self, name: str, task: str, builder, *, loss=None, targets=None,
                  augmentation=None, deploy=None, output_layout=None, decode=None,
                  preprocessing=None, progress_line=None, config_section: Dict = None,
+                 config_aliases: Dict = None,
                  default_config: str = None, detect_defaults: Sequence = (),
                  input_multiple=1):
         if task not in task_names():
@@ -97,6 +99,7 @@ class ModelSpec:
         self.name = name
         self.task = task
         self.config_section = dict(config_section or {})
+        self.config_aliases = dict(config_aliases or {})
         self.default_config = default_config
         self.detect_defaults = tuple(detect_defaults)
         self._refs = {"builder": builder, "loss": loss, "targets": targets,
@@ -154,10 +157,11 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     """Add ``spec`` to the zoo (and its config section to the schema); returns it."""
     if spec.name in _REGISTRY:
         raise RuntimeError(f"model {spec.name!r} registered twice")
-    if spec.config_section:
-        from src.config import add_config_section  # pylint: disable=import-outside-toplevel
-        for section, keys in spec.config_section.items():
-            add_config_section(section, keys, owner=spec.name)
+    from src.config import (  # pylint: disable=import-outside-toplevel
+        add_config_aliases, add_config_section)
+    for section, keys in spec.config_section.items():
+        add_config_section(section, keys, owner=spec.name)
+    add_config_aliases(spec.config_aliases, owner=spec.name)
     _REGISTRY[spec.name] = spec
     return spec
 

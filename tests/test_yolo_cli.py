@@ -1,4 +1,5 @@
-"""YOLOv3-Tiny command lines: export.py (decoded outputs) and detect.py (drawn images + JSON)."""
+"""YOLOv3-Tiny command lines: export.py (decoded outputs) and detect.py (drawn images + JSON;
+a classifier refused with one line)."""
 import json
 import os
 import shutil
@@ -138,3 +139,27 @@ def test_detect_refuses_missing_input(tmp_path, random_checkpoint):
                 f"--checkpoint_path={random_checkpoint}", f"--input={tmp_path / 'none'}",
                 f"--output={tmp_path / 'out'}"])
     assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def classifier_checkpoint(tmp_path_factory):
+    """A freshly initialised Tiny-DarkNet (10 classes) saved as a checkpoint."""
+    cfg = load_config("config/tinydarknet_cifar10.yaml",
+                      overrides=[("image_size", [32, 32]), ("data.cutout", 0)])
+    path = tmp_path_factory.mktemp("cls_ckpt") / "tinydarknet.ckpt"
+    ckpt.save_checkpoint(str(path), build_network(cfg), meta={"epoch": 0, "model": "tinydarknet",
+                                                              "dataset": "cifar10",
+                                                              "num_classes": 10})
+    return path
+
+
+@pytest.mark.parametrize("config", ["config/yolov3_tiny_coco.yaml", "config/tinydarknet_cifar10.yaml"])
+def test_detect_refuses_a_classifier(config, classifier_checkpoint, two_images, tmp_path):
+    out_dir = tmp_path / "out"
+    proc = run(["detect.py", f"--config_path={config}", f"--checkpoint_path={classifier_checkpoint}",
+                f"--input={two_images}", f"--output={out_dir}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "detect.py needs a detection model" in lines[0]
+    assert "tinydarknet" in lines[0] and "classification" in lines[0]
+    assert not out_dir.exists()

@@ -7,8 +7,8 @@
 Every labelled image must have a result file ``<stem>_0.bin`` holding exactly
 ``num_classes`` float32 logits, and every result file must have a label: any
 mismatch stops with an error naming the file, so a partial or mixed-up run never
-prints an accuracy. Top-k is computed like eval.py (``argsort`` of the negated
-logits), so both report the same numbers for the same logits.
+prints an accuracy. Top-k is eval.py's function (:func:`src.metrics.top_k_counts`),
+so both report the same numbers for the same logits.
 """
 import argparse
 import os
@@ -18,6 +18,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 from src.deploy.common import DeployError, read_label_file, scan_result_files
+from src.metrics import top_k_counts
 
 
 def load_logits(result_dir: str, labels: Dict[str, int], num_classes: int) -> Dict[str, np.ndarray]:
@@ -61,10 +62,7 @@ def classification_accuracy(result_dir: str, label_file: str, num_classes: int) 
     stems = sorted(labels)
     matrix = np.stack([logits[s] for s in stems])
     targets = np.asarray([labels[s] for s in stems])
-    k = min(5, num_classes)
-    top_k = np.argsort(-matrix, axis=1)[:, :k]
-    top1 = int((top_k[:, 0] == targets).sum())
-    top5 = int((top_k == targets[:, None]).any(axis=1).sum())
+    top1, top5 = top_k_counts(matrix, targets)
     total = len(stems)
     return {"top_1_accuracy": top1 / total, "top_5_accuracy": top5 / total,
             "top1_correct": top1, "top5_correct": top5, "total": total}

@@ -125,10 +125,10 @@ def load_spec(model_path: str = "", config_path: str = "", cli_args: Sequence[st
 
 def spec_config(spec: Dict):
     """The resolved :class:`~src.config.Config` stored in a spec."""
-    from src.config import _flatten, load_config  # pylint: disable=import-outside-toplevel
+    from src.config import config_from_dict  # pylint: disable=import-outside-toplevel
     stored = dict(spec["config"])
     stored.pop("device_target", None)  # per-device values are already resolved in the file
-    return load_config(None, overrides=_flatten(stored))
+    return config_from_dict(stored)
 
 
 def image_extensions() -> List[str]:

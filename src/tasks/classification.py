@@ -1,12 +1,12 @@
 """Classification task: CIFAR-10 / ImageNet data, label-smoothed CE, top-1/top-5."""
 import time
 
-import numpy as np
 from mindspore import nn
 
 from src.datasets.check import check_data_or_raise
 from src.datasets.classification import build_classification_dataset
 from src.losses import LabelSmoothingCrossEntropy
+from src.metrics import top_k_counts
 from src.registry import get_model_spec
 from src.tasks import Task
 
@@ -42,13 +42,6 @@ def loss_network(cfg, net):
 def export_network(cfg, net):
     """The logits network (unless the model's spec names another deploy cell)."""
     return get_model_spec(cfg.model).deploy_network(cfg, net)
-
-
-def top_k_counts(logits: np.ndarray, labels: np.ndarray):
-    """``(top-1 hits, top-5 hits)`` of a batch of logits (``argsort`` of the negated logits)."""
-    k = min(5, logits.shape[1])
-    top_k = np.argsort(-logits, axis=1)[:, :k]
-    return int((top_k[:, 0] == labels).sum()), int((top_k == labels[:, None]).any(axis=1).sum())
 
 
 def evaluate(cfg, net, ctx=None, dataset=None, log=print):
