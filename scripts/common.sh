@@ -579,35 +579,45 @@ print(cfg.device_target, cfg.data.demo, cfg.dataset, cfg.num_classes,
 declare -A ZOO_ARG_LABEL=([config]="CONFIG, argument 1" [data]="DATA_DIR, argument 2"
     [checkpoint]="CHECKPOINT, argument 3" [rank_table]="RANK_TABLE_FILE, argument 3")
 
-# zoo_check_data_dir DIR [SPLIT]: the folder exists, and (unless the config
-# makes demo data or names its own split folders) the dataset check of
+# zoo_check_data_dir DIR [SPLIT]: the folder exists (or the config makes the
+# demo set there: it is made now, once, not by every worker at the same time),
+# and unless the config names its own split folders or is a demo config the dataset check of
 # src.datasets.check passes for SPLIT (train, val or both; default: the splits
 # the run reads) without decoding images, so a wrong folder fails here
 # instead of in every worker.
 zoo_check_data_dir() {
     local split=${2:-} out
     ZOO_DATA_DIR=$(zoo_abspath "$1")
-    if [[ ! -d $ZOO_DATA_DIR ]]; then
-        [[ ${ZOO_CFG_DEMO:-False} == True ]] && return 0  # train.py makes the demo set there
+    if [[ ! -d $ZOO_DATA_DIR && ${ZOO_CFG_DEMO:-False} != True ]]; then
         zoo_die "data directory '$1' not found (${ZOO_ARG_LABEL[data]}); point it at the dataset root (python -m src.datasets.check explains the layouts; python -m src.datasets.demo --root demo_data makes small demo sets)"
     fi
-    [[ ${ZOO_CFG_DEMO:-False} == True || ${ZOO_CFG_CUSTOM_SPLITS:-False} == True ]] && return 0
-    [[ -n ${ZOO_CFG_DATASET:-} ]] || return 0
+    [[ ${ZOO_CFG_CUSTOM_SPLITS:-False} == True || -z ${ZOO_CFG_DATASET:-} ]] && return 0
+    # an existing folder of a demo config is train.py's to judge, as before
+    [[ ${ZOO_CFG_DEMO:-False} == True && -d $ZOO_DATA_DIR ]] && return 0
     if [[ -z $split ]]; then
         split=train
         [[ ${ZOO_CFG_EVAL_EVERY:-0} != 0 ]] && split=both
     fi
     out=$(PYTHONPATH="$ZOO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$ZOO_PYTHON" -c '
+import os
 import sys
+from src.cli import ensure_demo_data_if_asked
+from src.config import load_config
 from src.datasets.check import require_valid_dataset
 from src.errors import ZooError
+config, data_dir, split, dry_run, *flags = sys.argv[1:]
 try:
-    require_valid_dataset(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], max_decode=0)
+    cfg = load_config(config, cli_args=[*flags, f"--data_dir={data_dir}"])
+    if dry_run == "1" and not os.path.isdir(data_dir):
+        sys.exit(0)  # the demo set would be made here; a dry run makes nothing
+    ensure_demo_data_if_asked(cfg)
+    require_valid_dataset(cfg.dataset, data_dir, cfg.num_classes, split, max_decode=0)
 except ZooError as exc:
     print(exc)
     sys.exit(1)
-' "$ZOO_CFG_DATASET" "$ZOO_DATA_DIR" "$ZOO_CFG_NUM_CLASSES" "$split" 2>&1) \
+' "$ZOO_CONFIG" "$ZOO_DATA_DIR" "$split" "${ZOO_DRY_RUN:-0}" ${ZOO_PASSTHROUGH[@]+"${ZOO_PASSTHROUGH[@]}"} 2>&1) \
         || zoo_die "data directory '$1' (${ZOO_ARG_LABEL[data]}) does not hold the config's $ZOO_CFG_DATASET data: ${out//$'\n'/ }"
+    [[ -z $out ]] || printf '%s\n' "$out"
 }
 
 # Fail before launching when the machine has no such accelerator.

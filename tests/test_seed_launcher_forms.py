@@ -331,6 +331,26 @@ def test_a_bad_data_dir_fails_before_any_worker_starts(work, tmp_path):
     assert proc.stderr.startswith(f"run_distribute_msrun.sh: error: data directory '{empty}' "
                                   "(DATA_DIR, argument 2) does not hold the config's cifar10 data")
     assert proc.stderr.count("\n") == 1
+    # the demo config's folder that train.py could not make: refused before msrun too
+    proc = subprocess.run(["bash", str(SCRIPTS / "run_distribute_msrun.sh"), "demo",
+                           str(tmp_path / "nowhere"), "2", f"--output_dir={out}"], cwd=work,
+                          env=env_for(work, ZOO_DRY_RUN=0), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and not out.exists() and proc.stderr.count("\n") == 1
+    assert "data.demo=True needs data.dir to end in /cifar10" in proc.stderr
+
+
+def test_a_demo_set_is_made_once_before_the_workers(work, tmp_path, fake_msrun_bin):
+    data = tmp_path / "demo" / "cifar10"
+    args = ["bash", str(SCRIPTS / "run_distribute_msrun.sh"), "demo", str(data), "2", "--foreground",
+            f"--output_dir={tmp_path / 'out'}", f"--master_port={free_port()}"]
+    proc = subprocess.run(args, cwd=work, env=env_for(work), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and not data.exists(), proc.stderr  # a dry run makes nothing
+    proc = subprocess.run(args, cwd=work, env=env_for(work, ZOO_DRY_RUN=0, PYTHON=fake_msrun_bin / "python"),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    before_msrun = proc.stdout.split("worker(s) on 1 node(s)")[0]
+    assert f"making the demo cifar10 dataset in {data}" in before_msrun
+    assert (data / "cifar-10-batches-bin").is_dir()
 
 
 FAKE_WORKER = r"""#!/usr/bin/env bash
