@@ -249,3 +249,22 @@ def test_eval_pipeline_keeps_every_image_with_original_sizes(demo_data):
             assert sizes[iid] == size
             seen.append(iid)
     assert seen == sorted(sizes) and len(seen) == 16  # 5 + 5 + 5 + 1: nothing dropped
+
+
+def test_class_catalog_reads_the_eval_categories_through_the_reader_rules(demo_data, tmp_path):
+    from src.datasets.coco import class_catalog
+
+    coco = copy_coco(demo_data, tmp_path)
+    names, ids = class_catalog(coco_cfg(coco))
+    assert ids == COCO_CATEGORY_IDS and names == COCO_CLASS_NAMES
+    ann = coco / "annotations" / "instances_val2017.json"
+    doc = annotations(coco, "val2017")
+    doc["categories"] = [{"id": 9, "name": "boat"}, {"id": 3, "name": "car"}]
+    ann.write_text(json.dumps(doc))
+    assert class_catalog(coco_cfg(coco, num_classes=2)) == (("car", "boat"), (3, 9))
+    assert class_catalog(coco_cfg(coco, num_classes=3)) == (("class_0", "class_1", "class_2"),
+                                                            (0, 1, 2))
+    doc["categories"].append({"id": 3, "name": "truck"})
+    ann.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="instances_val2017.json: 1 duplicated category id"):
+        class_catalog(coco_cfg(coco, num_classes=2))

@@ -230,6 +230,34 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 
 
 
+def parse_categories(doc, ann_path, problems: Problems) -> Dict[int, str]:
+    """``{category id: name}`` of an annotation dict; malformed, duplicated or missing
+    categories are added to ``problems``."""
+    cats, malformed, first_index, duplicated = {}, [], {}, []
+    for i, c in enumerate(doc["categories"]):
+        if isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str):
+            if c["id"] in cats:
+                duplicated.append((c["id"], first_index[c["id"]], i))
+            else:
+                first_index[c["id"]] = i
+            cats[c["id"]] = c["name"]
+        else:
+            malformed.append(f"categories[{i}] needs an int 'id' and a string 'name'")
+    name = os.path.basename(str(ann_path))
+    if malformed:
+        problems.error(ann_path, f"{len(malformed)} malformed category entries (first: "
+                                 f"{malformed[0]})", f"fix or regenerate {name}")
+    if duplicated:
+        cat_id, first, again = duplicated[0]
+        problems.error(ann_path, f"{len(duplicated)} duplicated category id(s) (first: id "
+                                 f"{cat_id} in categories[{first}] and categories[{again}]); "
+                                 f"class indices would be ambiguous",
+                       f"give every category its own id in {name}")
+    if not cats:
+        problems.error(ann_path, "lists no categories", f"fix or regenerate {name}")
+    return cats
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageRecord:
     """One image of the split: id, file, size, and boxes ``(n, 5)`` x1, y1, x2, y2, class."""
@@ -326,27 +354,7 @@ class CocoDetectionReader:
         return problems
 
     def _check_categories(self, problems, doc, ann_path, fix_json):
-        cats, malformed, first_index, duplicated = {}, [], {}, []
-        for i, c in enumerate(doc["categories"]):
-            if isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str):
-                if c["id"] in cats:
-                    duplicated.append((c["id"], first_index[c["id"]], i))
-                else:
-                    first_index[c["id"]] = i
-                cats[c["id"]] = c["name"]
-            else:
-                malformed.append(f"categories[{i}] needs an int 'id' and a string 'name'")
-        if malformed:
-            problems.error(ann_path, f"{len(malformed)} malformed category entries (first: "
-                                     f"{malformed[0]})", fix_json)
-        if duplicated:
-            cat_id, first, again = duplicated[0]
-            problems.error(ann_path, f"{len(duplicated)} duplicated category id(s) (first: id "
-                                     f"{cat_id} in categories[{first}] and categories[{again}]); "
-                                     f"class indices would be ambiguous",
-                           f"give every category its own id in {ann_path.name}")
-        if not cats:
-            problems.error(ann_path, "lists no categories", fix_json)
+        cats = parse_categories(doc, ann_path, problems)
         self.categories = cats
         self.category_ids = tuple(sorted(cats))
         self.class_names = tuple(cats[c] for c in self.category_ids)
@@ -622,18 +630,21 @@ def class_catalog(cfg) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
     """``(class names, category ids)`` for display and results without a reader.
 
     From the evaluation annotation file when the config names one that exists
-    (and its category count matches), else COCO's 80, else ``class_k`` / ``k``.
+    (and its category count matches), else COCO's 80, else ``class_k`` / ``k``;
+    a DataError when that file is unusable.
     """
     try:
         _, ann_file = coco_split_paths(cfg, "eval")
     except DataError:
         ann_file = ""
     if ann_file and os.path.isfile(ann_file):
-        with open(ann_file, encoding="utf-8") as f:
-            categories = sorted(json.load(f).get("categories", []), key=lambda c: c["id"])
-        if len(categories) == cfg.num_classes:
-            return (tuple(c.get("name", str(c["id"])) for c in categories),
-                    tuple(int(c["id"]) for c in categories))
+        problems = Problems()
+        doc = read_annotation_json(ann_file, problems)
+        cats = parse_categories(doc, ann_file, problems) if doc is not None else {}
+        raise_first(problems)
+        if len(cats) == cfg.num_classes:
+            ids = tuple(sorted(cats))
+            return tuple(cats[c] for c in ids), ids
     if cfg.num_classes == len(COCO_CLASS_NAMES):
         return COCO_CLASS_NAMES, COCO_CATEGORY_IDS
     return (tuple(f"class_{k}" for k in range(cfg.num_classes)), tuple(range(cfg.num_classes)))
