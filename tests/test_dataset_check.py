@@ -553,3 +553,21 @@ def test_huge_jpeg_is_too_large_not_undecodable(copy_of):
 def test_check_quick_mode_decodes_nothing(demo_data):
     proc = _cli("--dataset", "coco", "--data_dir", demo_data["coco"], "--quick")
     assert proc.returncode == 0 and "images decoded" not in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_eval_only_runs_compare_val_classes_with_train(copy_of):
+    from src.config import load_config
+    from src.datasets.check import validate_for_config
+
+    root = copy_of("imagenet")
+    cfg = load_config(CONFIGS["imagenet"], overrides=[("data.dir", str(root)), ("num_classes", 10)])
+    assert validate_for_config(cfg, ("eval",)) == []
+    shutil.rmtree(root / "val" / "n01443537")
+    (p,) = validate_for_config(cfg, ("eval",))
+    assert p.is_error and p.path == str(root / "val" / "n01443537")
+    assert "class folder missing from val/" in p.message
+    # A train folder that is itself broken is not this run's problem: nothing to compare with.
+    for image in (root / "train" / "n01440764").iterdir():
+        image.unlink()
+    found = validate_for_config(cfg, ("eval",))
+    assert not any(p.path.startswith(str(root / "train")) for p in found), found

@@ -86,13 +86,18 @@ def validate_for_config(cfg, splits=("train",)):
         for reader in readers.values():
             problems += reader.validate()
         return problems
-    problems = imagenet.validate_splits(readers.get("train"), readers.get("eval"), cfg.num_classes)
-    missing = [s for s in ("train", "eval") if s not in readers]
-    if missing and not any(p.is_error for p in problems):
-        other = _present_reader(cfg, missing[0])
+    train, evaluation = readers.get("train"), readers.get("eval")
+    if train is None and evaluation is not None:
+        # Evaluation only: the training folders (when usable) still define the labels.
+        train = _present_reader(cfg, "train")
+        if train is not None and any(p.is_error for p in train.validate()):
+            train = None
+        return imagenet.validate_splits(train, evaluation, cfg.num_classes)
+    problems = imagenet.validate_splits(train, evaluation, cfg.num_classes)
+    if evaluation is None and train is not None and not any(p.is_error for p in problems):
+        other = _present_reader(cfg, "eval")
         if other is not None and not any(p.is_error for p in other.validate()):
-            pair = (other, readers["eval"]) if missing[0] == "train" else (readers["train"], other)
-            problems += imagenet.class_set_problems(*pair)
+            problems += imagenet.class_set_problems(train, other)
     return problems
 
 
