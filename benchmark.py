@@ -124,10 +124,11 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     from src.config import load_config
     from src.datasets.demo import ensure_demo_data
     from src.device import RunContext
-    from src.engine import build_network, build_optimizer, build_train_step, learning_rates
+    from src.engine import build_network, build_optimizer, learning_rates
     from src.export import ExportedModel, export_network, sample_input
     from src.registry import get_model_spec
     from src.tasks import get_task
+    from src.train_step import build_train_step
 
     recipe = BENCHMARKS[name]
     task = get_task(get_model_spec(name).task)

@@ -37,7 +37,7 @@ def main(argv) -> int:
     files = checkpoints_to_evaluate(cfg.checkpoint_path)
     from src import checkpoint as ckpt
     from src.device import setup_device
-    from src.engine import build_network, check_checkpoint_matches
+    from src.engine import build_network
     from src.registry import get_model_spec
     from src.tasks import get_task
     from src.utils.io import atomic_write_text
@@ -51,7 +51,7 @@ def main(argv) -> int:
     results = {}
     for path in files:
         tensors, meta = ckpt.read_checkpoint(path)
-        check_checkpoint_matches(cfg, meta, f"checkpoint {path}", check_dataset=False)
+        ckpt.check_checkpoint_matches(cfg, meta, f"checkpoint {path}", check_dataset=False)
         ckpt.load_network_weights(net, tensors, source=f"checkpoint {path}")
         metrics = task.evaluate(cfg, net, ctx, dataset=dataset)
         print(f"{task.format_metrics(metrics)} ckpt={path}", flush=True)

@@ -38,14 +38,14 @@ def main(argv) -> int:
         raise ConfigError("no checkpoint given; pass --checkpoint_path=<file.ckpt>")
     from src import checkpoint as ckpt
     from src.device import setup_device
-    from src.engine import build_network, check_checkpoint_matches
+    from src.engine import build_network
     from src.export import export_network
     from src.registry import get_model_spec
     from src.tasks import get_task
 
     setup_device(cfg.device_target, cfg.device_id, "graph")
     tensors, meta = ckpt.read_checkpoint(cfg.checkpoint_path)
-    check_checkpoint_matches(cfg, meta, f"checkpoint {cfg.checkpoint_path}", check_dataset=False)
+    ckpt.check_checkpoint_matches(cfg, meta, f"checkpoint {cfg.checkpoint_path}", check_dataset=False)
     net = build_network(cfg)
     ckpt.load_network_weights(net, tensors, source=f"checkpoint {cfg.checkpoint_path}")
     task = get_task(get_model_spec(cfg.model).task)

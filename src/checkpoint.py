@@ -5,12 +5,13 @@ A training checkpoint holds:
     it loads into a bare network for eval/export with no prefix juggling;
   * the optimizer state: ``moments.<param>`` and ``global_step``;
   * metadata: ``epoch`` (completed epochs), ``global_step``, ``model``,
-    ``dataset``, ``num_classes`` and ``image_size`` (as text); a checkpoint
+    ``dataset``, ``num_classes``, ``image_size`` (as text) and ``config``
+    (the run's whole resolved config as sorted JSON); a checkpoint
     written when a run was interrupted mid-epoch also holds ``step_in_epoch``
     (batches of epoch ``epoch + 1`` already trained), and one of a run with a
     dynamic loss scale holds ``loss_scale``.
 
-Resuming reads epoch and step from the file, never from its name.
+Resuming (:func:`restore`) reads epoch and step from the file, never from its name.
 
 Files are written under a temporary name in the same folder, then renamed, so a
 process killed at any moment leaves every earlier checkpoint whole. Temporaries
@@ -18,7 +19,9 @@ left by a killed write are invisible to :func:`list_checkpoints` and removed by
 the next :func:`save_checkpoint` in that folder. A network holding NaN/Inf is
 never written (:class:`NonFiniteWeightsError`).
 """
+import dataclasses
 import glob
+import math
 import os
 import re
 from typing import Dict, List, Optional, Tuple
@@ -207,10 +210,7 @@ def _prefix_tolerant_lookup(tensors: Dict, names: List[str]) -> Dict[str, str]:
 
 
 def load_optimizer_state(optimizer, tensors: Dict[str, ms.Parameter], source: str) -> int:
-    """Restore momentum buffers and the step counter; return the global step."""
-    if "global_step" not in tensors:
-        raise CheckpointError(f"{source} holds no optimizer state (global_step); it cannot be "
-                              f"resumed — use --pretrained to start from its weights instead")
+    """Restore momentum buffers and the step counter of :func:`resumable` tensors; return the step."""
     # Set each buffer directly: load_param_into_net strips the "moments." prefix
     # and would write momentum values into the weights of the same name.
     for param in optimizer.moments:
@@ -276,9 +276,16 @@ def list_checkpoints(folder: str) -> List[str]:
     return [path for _, _, path in sorted(files)]
 
 
-def prune_checkpoints(folder: str, keep_max: int) -> List[str]:
-    """Delete the oldest training checkpoints beyond ``keep_max``; return deleted paths."""
+def prune_checkpoints(folder: str, keep_max: int, own=None) -> List[str]:
+    """Delete the oldest training checkpoints beyond ``keep_max``; return deleted paths.
+
+    With ``own`` (paths), only those files are counted and deleted: files of
+    another run in the same folder are never touched.
+    """
     files = list_checkpoints(folder)
+    if own is not None:
+        own = {os.path.abspath(path) for path in own}
+        files = [path for path in files if os.path.abspath(path) in own]
     doomed = files[:-keep_max] if keep_max > 0 else []
     for path in doomed:
         try:
@@ -286,6 +293,17 @@ def prune_checkpoints(folder: str, keep_max: int) -> List[str]:
         except FileNotFoundError:
             pass
     return doomed
+
+
+def check_checkpoint_matches(cfg, meta, source, check_dataset: bool = True):
+    """Refuse a checkpoint whose stored model/dataset/class count differ from the config."""
+    for key in ("model", "dataset") if check_dataset else ("model",):
+        if key in meta and meta[key] != getattr(cfg, key):
+            raise CheckpointError(f"{source} was trained with {key}={meta[key]!r} but the config "
+                                  f"says {key}={getattr(cfg, key)!r}; use the matching config")
+    if "num_classes" in meta and int(meta["num_classes"]) != cfg.num_classes:
+        raise CheckpointError(f"{source} has num_classes={meta['num_classes']} but the config "
+                              f"says {cfg.num_classes}; pass --num_classes={meta['num_classes']}")
 
 
 def resumable(path: str) -> Tuple[Dict[str, ms.Parameter], Dict[str, object]]:
@@ -323,3 +341,89 @@ def find_resume_checkpoint(path: str, warn=print) -> str:
             warn(f"warning: skipping checkpoint that cannot be resumed: {exc}")
     raise CheckpointError(f"none of the {len(candidates)} checkpoint(s) in {folder!r} can be "
                           f"resumed (see the warnings above)")
+
+
+def resume_checkpoint_path(cfg, ckpt_dir: str, warn=print) -> Optional[str]:
+    """The checkpoint ``cfg.resume`` names, or None for ``auto`` with nothing saved yet.
+
+    ``auto`` means the newest resumable checkpoint of ``ckpt_dir`` (the run's
+    own folder, so it needs ``--run_name``).
+    """
+    if cfg.resume != "auto":
+        return find_resume_checkpoint(cfg.resume, warn=warn)
+    from src.run_folder import check_resume_request  # pylint: disable=import-outside-toplevel
+    check_resume_request(cfg)
+    if not list_checkpoints(ckpt_dir):
+        warn(f"resume=auto: no checkpoint in {ckpt_dir} yet; starting from scratch")
+        return None
+    return find_resume_checkpoint(ckpt_dir, warn=warn)
+
+
+@dataclasses.dataclass
+class ResumeState:
+    """Where a restored checkpoint stands (weights and optimizer are already loaded).
+
+    ``step_in_epoch`` counts the batches of epoch ``epoch + 1`` already trained;
+    ``loss_scale`` is the saved dynamic loss scale, None when there is none.
+    """
+
+    path: str
+    epoch: int
+    global_step: int
+    step_in_epoch: int
+    loss_scale: Optional[float]
+
+
+def restore(path: str, cfg, net, optimizer, steps_per_epoch: int) -> ResumeState:
+    """Load the training checkpoint ``path`` into ``net`` and ``optimizer`` to continue a run.
+
+    Every check resuming needs is here: the file holds optimizer state and a
+    position; it was trained with the config's model, dataset, class count,
+    image size and steps per epoch; its position lies inside an epoch.
+    CheckpointError (one line naming the fix) otherwise.
+    """
+    tensors, meta = resumable(path)
+    source = f"checkpoint {path}"
+    check_checkpoint_matches(cfg, meta, source)
+    saved_size = _image_size_of(meta)
+    if saved_size is not None and saved_size != list(cfg.image_size):
+        raise CheckpointError(
+            f"{source} was trained at image_size {saved_size} but the config says "
+            f"{list(cfg.image_size)}; resume with --image_size={saved_size[0]},{saved_size[1]} "
+            f"(or start a new run from its weights with --pretrained)")
+    if "steps_per_epoch" in meta and _meta_int(meta, "steps_per_epoch", source) != steps_per_epoch:
+        raise CheckpointError(
+            f"{source} was trained with {int(meta['steps_per_epoch'])} steps per epoch but this "
+            f"run has {steps_per_epoch}; resume with the batch size and device count it was "
+            f"trained with")
+    epoch = _meta_int(meta, "epoch", source)
+    step_in_epoch = _meta_int(meta, "step_in_epoch", source, default=0)
+    if step_in_epoch >= steps_per_epoch:
+        raise CheckpointError(f"{source} says {step_in_epoch} batches of epoch {epoch + 1} were "
+                              f"done, but an epoch has {steps_per_epoch}; it is damaged")
+    load_network_weights(net, tensors, source=source)
+    global_step = load_optimizer_state(optimizer, tensors, source)
+    scale = meta.get("loss_scale")
+    scale = float(scale) if scale is not None and math.isfinite(float(scale)) else None
+    return ResumeState(path, epoch, global_step, step_in_epoch,
+                       scale if scale is not None and scale >= 1 else None)
+
+
+def _meta_int(meta, key, source, default=None):
+    value = meta.get(key, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{source} has an invalid {key!r} entry ({value!r}); it was not "
+                              f"written by train.py or is damaged") from None
+    if number < 0:
+        raise CheckpointError(f"{source} has a negative {key!r} entry ({number}); it is damaged")
+    return number
+
+
+def _image_size_of(meta):
+    text = meta.get("image_size")
+    if text is None:
+        return None
+    numbers = [int(v) for v in re.findall(r"\d+", str(text))]
+    return numbers if len(numbers) == 2 else None

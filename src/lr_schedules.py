@@ -2,8 +2,8 @@
 
 Every schedule returns an ``np.float32`` array with one value per optimizer
 step: ``total = epochs * steps_per_epoch`` values indexed by the 0-based global
-step ``i``. :func:`build_lr_schedule` returns ``full[start_step:]`` so a resumed
-run picks up at any global step.
+step ``i``. The optimizer holds the whole array and indexes it with its own
+step counter, which a resumed run restores from the checkpoint.
 
 Notation used in the docstrings below::
 
@@ -324,9 +324,9 @@ def _validate(schedule: str, base_lr, epochs, steps_per_epoch, init_lr, end_lr, 
 
 def build_lr_schedule(schedule: str, *, base_lr: float, epochs: int, steps_per_epoch: int,
                       init_lr: float = 0.0, end_lr: float = 0.0, warmup_epochs: float = 0,
-                      milestones=(), gamma: float = 0.1, eta_min: float = 0.0, t_max: int = 0,
-                      start_step: int = 0) -> np.ndarray:
-    """Per-step learning rates ``full[start_step:]`` as ``np.float32``.
+                      milestones=(), gamma: float = 0.1, eta_min: float = 0.0,
+                      t_max: int = 0) -> np.ndarray:
+    """Per-step learning rates of the whole run as ``np.float32``.
 
     Args:
         schedule: a canonical name (see ``SCHEDULES``) or an upstream spelling
@@ -338,12 +338,11 @@ def build_lr_schedule(schedule: str, *, base_lr: float, epochs: int, steps_per_e
         warmup_epochs: warmup length, may be fractional (``int(we * spe)`` steps).
         milestones, gamma: ``multistep`` decay epochs and factor.
         eta_min, t_max: ``cosine``/``cosine_v2`` floor and period (0 = epochs).
-        start_step: first global step to return (resuming); ``0 <= start_step < total``.
 
     Arguments a schedule does not use are ignored.
 
     Raises:
-        ValueError: unknown schedule, invalid argument or start_step out of range.
+        ValueError: unknown schedule or invalid argument.
     """
     name = UPSTREAM_SCHEDULE_NAMES.get(schedule, schedule)
     if name not in SCHEDULES:
@@ -352,9 +351,5 @@ def build_lr_schedule(schedule: str, *, base_lr: float, epochs: int, steps_per_e
                          f"{sorted(UPSTREAM_SCHEDULE_NAMES)}")
     p = _validate(name, base_lr, epochs, steps_per_epoch, init_lr, end_lr, warmup_epochs,
                   milestones, gamma, eta_min, t_max)
-    if not _is_int(start_step) or not 0 <= start_step < p.total_steps:
-        raise ValueError(f"start_step must be an integer in [0, {p.total_steps}) "
-                         f"(epochs * steps_per_epoch), got {start_step!r}")
     # Compute in float64 and round once, as upstream (python floats -> float32).
-    full = SCHEDULES[name](p).astype(np.float32)
-    return full[int(start_step):]
+    return SCHEDULES[name](p).astype(np.float32)

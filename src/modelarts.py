@@ -23,8 +23,10 @@ def _moxing():
 def sync_inputs(cfg):
     """Copy ``data_url``/``checkpoint_url`` from OBS; return the config pointing at the copies.
 
-    In a multi-process job only the first process on each server copies; the
-    others wait for its marker file.
+    The checkpoint continues the run when ``resume`` is set (a preempted job
+    restarted with the checkpoint it uploaded), and is the starting point
+    (``pretrained``) otherwise. In a multi-process job only the first process
+    on each server copies; the others wait for its marker file.
     """
     if not cfg.modelarts.enabled:
         return cfg
@@ -35,10 +37,10 @@ def sync_inputs(cfg):
         _copy_once(mox, cfg.modelarts.data_url, LOCAL_DATA, local_rank)
         changes["data.dir"] = LOCAL_DATA
     if cfg.modelarts.checkpoint_url:
-        name = os.path.basename(cfg.modelarts.checkpoint_url.rstrip("/"))
-        _copy_once(mox, cfg.modelarts.checkpoint_url, os.path.join(LOCAL_CHECKPOINT, name),
-                   local_rank, file=True)
-        changes["checkpoint_path"] = os.path.join(LOCAL_CHECKPOINT, name)
+        local = os.path.join(LOCAL_CHECKPOINT,
+                             os.path.basename(cfg.modelarts.checkpoint_url.rstrip("/")))
+        _copy_once(mox, cfg.modelarts.checkpoint_url, local, local_rank, file=True)
+        changes["resume" if cfg.resume else "pretrained"] = local
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -57,6 +59,7 @@ def _copy_once(mox, src, dst, local_rank, file=False):
 
 
 def sync_outputs(cfg, run_dir: str) -> None:
-    """Copy the run folder to ``train_url`` when running on ModelArts."""
+    """Copy the run folder to ``train_url`` when running on ModelArts (train.py calls it
+    also when training failed or was interrupted)."""
     if cfg.modelarts.enabled and cfg.modelarts.train_url:
         _moxing().file.copy_parallel(run_dir, cfg.modelarts.train_url)

@@ -15,11 +15,12 @@ import src  # noqa: F401
 from src import checkpoint as ckpt
 from src.config import load_config
 from src.device import RunContext, setup_device
-from src.engine import build_network, build_optimizer, build_train_step, fit, learning_rates
+from src.engine import build_network, build_optimizer, fit, learning_rates
 from src.errors import CheckpointError
 from src.export import ExportedModel, export_network, sample_input
 from src.registry import list_models
 from src.tasks import classification
+from src.train_step import build_train_step
 from src.utils.logging import RunLogger
 
 CLASSIFIERS = list_models("classification")

@@ -207,10 +207,10 @@ def compute_reference(out_dir, config, flags):
     from src.config import load_config
     from src.datasets.common import CIFAR10_MEAN_RGB, CIFAR10_STD_RGB
     from src.device import RunContext
-    from src.engine import (apply_amp, build_network, build_optimizer, build_train_step,
-                            learning_rates)
+    from src.engine import apply_amp, build_network, build_optimizer, learning_rates
     from src.registry import get_model_spec
     from src.tasks import get_task
+    from src.train_step import build_train_step
 
     cfg = load_config(config, cli_args=flags)
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -105,19 +105,6 @@ def test_lengths_and_dtype(schedule):
     assert np.all(np.isfinite(lr)) and np.all(lr >= 0)
 
 
-@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
-@pytest.mark.parametrize("start_step", [0, 1, 5, 20])
-def test_start_step_is_tail_of_full_array(schedule, start_step):
-    epochs = 130 if schedule == "cosine_sample" else 7
-    kwargs = dict(base_lr=0.1, init_lr=0.01, end_lr=0.001, epochs=epochs, steps_per_epoch=3,
-                  warmup_epochs=1, milestones=[3, 5])
-    full = build_lr_schedule(schedule, **kwargs)
-    tail = build_lr_schedule(schedule, start_step=start_step, **kwargs)
-    np.testing.assert_array_equal(tail, full[start_step:])
-    last = build_lr_schedule(schedule, start_step=full.size - 1, **kwargs)
-    np.testing.assert_array_equal(last, full[-1:])
-
-
 def test_upstream_names_map_to_canonical():
     assert UPSTREAM_SCHEDULE_NAMES == {
         "exponential": "multistep", "cosine_annealing": "cosine",
@@ -151,8 +138,6 @@ def _args(**overrides):
     ("cosine_v2", _args(epochs=3, warmup_epochs=2), "warmup to end before 2/3"),
     ("cosine_sample", _args(epochs=118), "needs epochs >= 119"),
     ("cosine_sample", _args(epochs=200, warmup_epochs=61), "warmup_epochs <= 60"),
-    ("cosine", _args(start_step=10), r"start_step must be an integer in [0, 10)"),
-    ("cosine", _args(start_step=-1), r"start_step must be an integer in [0, 10)"),
 ])
 def test_invalid_arguments(schedule, kwargs, message):
     with pytest.raises(ValueError) as err:

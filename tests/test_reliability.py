@@ -18,12 +18,13 @@ import pytest
 
 import src  # noqa: F401  (must precede mindspore)
 from src import checkpoint as ckpt
-from src import engine
+from src import engine, train_epoch
 from src.config import load_config
 from src.device import RunContext, setup_device
 from src.engine import (NonFiniteLossError, TrainingInterrupted, build_network, build_optimizer,
                         fit, learning_rates)
-from src.errors import CheckpointError, ZooError
+from src.errors import CheckpointError, ConfigError, ZooError
+from src.stop import StopControl
 from src.tasks import classification
 from src.utils.io import OutputError, atomic_write_text, is_temporary_name
 
@@ -53,11 +54,8 @@ class Log:
 
 
 @pytest.fixture(autouse=True)
-def cpu_graph_mode_and_no_stale_stop_request():
+def cpu_graph_mode():
     setup_device("CPU", 0, "graph")
-    engine.clear_stop_request()
-    yield
-    engine.clear_stop_request()
 
 
 def make_cfg(data_dir, output_dir, model="tinydarknet", **overrides):
@@ -177,16 +175,16 @@ def test_resume_picks_the_newest_valid_checkpoint_and_warns_about_corrupt_ones(s
 def test_resume_auto_needs_a_run_name_and_starts_fresh_in_an_empty_run(small_cifar, tmp_path):
     log = Log()
     cfg = make_cfg(small_cifar, tmp_path, run_name="", resume="auto")
-    with pytest.raises(CheckpointError, match=r"--resume=auto .* needs .*--run_name="):
-        engine.resolve_resume_path(cfg, str(tmp_path / "x" / "checkpoints"), log)
+    with pytest.raises(ConfigError, match=r"--resume=auto .* needs .*--run_name="):
+        ckpt.resume_checkpoint_path(cfg, str(tmp_path / "x" / "checkpoints"), log)
     cfg = make_cfg(small_cifar, tmp_path, resume="auto")
-    assert engine.resolve_resume_path(cfg, str(tmp_path / "run" / "checkpoints"), log) is None
+    assert ckpt.resume_checkpoint_path(cfg, str(tmp_path / "run" / "checkpoints"), log) is None
     assert "starting from scratch" in log.text()
     folder = tmp_path / "run" / "checkpoints"
     folder.mkdir(parents=True)
     (folder / "tinydarknet_cifar10-1_4.ckpt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="none of the 1 checkpoint"):
-        engine.resolve_resume_path(cfg, str(folder), log)
+        ckpt.resume_checkpoint_path(cfg, str(folder), log)
 
 
 # ---------------------------------------------------------------- numeric guards
@@ -255,11 +253,26 @@ def test_dynamic_loss_scale_gives_up_on_persistent_nan(small_cifar, tmp_path, mo
                    **{"loss.dynamic_loss_scale": True})
     monkeypatch.setattr(classification, "train_dataset",
                         nan_dataset([("any", 0), ("any", 1), ("any", 2), ("any", 3)]))
-    monkeypatch.setattr(engine, "MAX_NON_FINITE_IN_A_ROW", 3)
+    monkeypatch.setattr(train_epoch, "MAX_NON_FINITE_IN_A_ROW", 3)
     with pytest.raises(NonFiniteLossError, match=r"on 3 steps in a row up to epoch 1 step 3.*"
                                                  r"scale now 8192.*none saved yet"):
         fit(cfg, CTX, run_dir_of(cfg), Log())
     assert not os.path.exists(os.path.join(run_dir_of(cfg), "checkpoints"))
+
+
+@pytest.mark.parametrize("group_size, effect", [(1, "the weights are no longer finite"),
+                                                 (2, "the update was skipped")])
+def test_fixed_scale_nan_message_says_what_happened_to_the_weights(small_cifar, tmp_path,
+                                                                   group_size, effect):
+    # One process updates unconditionally; data-parallel steps update only when finite.
+    cfg = make_cfg(small_cifar, tmp_path)
+    state = engine.TrainState(epoch=1, global_step=4)
+    with pytest.raises(NonFiniteLossError) as info:
+        train_epoch.check_step(float("nan"), True, None, state, 2, 1, cfg,
+                               RunContext("CPU", 0, 0, group_size), Log(), "/r/a.ckpt")
+    assert str(info.value).startswith(
+        f"non-finite loss (nan) at epoch 2 step 1 (global step 5) with a fixed loss scale; "
+        f"{effect} and no checkpoint was written. Last good checkpoint: /r/a.ckpt. ")
 
 
 # ---------------------------------------------------------------- unwritable outputs
@@ -298,10 +311,10 @@ def test_output_under_a_file_is_a_clear_error(small_cifar, tmp_path):
 
 # ---------------------------------------------------------------- stop requests (signals)
 
-def stop_at(pattern, signum):
+def stop_at(stop, pattern, signum):
     def hook(line):
         if re.match(pattern, line):
-            engine.request_stop(signum)
+            stop.request(signum)
     return hook
 
 
@@ -309,8 +322,11 @@ def test_stop_request_mid_epoch_saves_a_resumable_position(small_cifar, tmp_path
     import signal
 
     cfg = make_cfg(small_cifar, tmp_path)
+    stop = StopControl()
     with pytest.raises(TrainingInterrupted) as info:
-        fit(cfg, CTX, run_dir_of(cfg), Log(stop_at(r"epoch: 2 step: 2,", signal.SIGTERM)))
+        fit(cfg, CTX, run_dir_of(cfg), Log(stop_at(stop, r"epoch: 2 step: 2,", signal.SIGTERM)),
+            stop)
+    assert not stop.active  # signals have their usual effect again
     folder = os.path.join(run_dir_of(cfg), "checkpoints")
     path = os.path.join(folder, "tinydarknet_cifar10-interrupted-e2-s2.ckpt")
     assert info.value.exit_code == 143
@@ -326,8 +342,10 @@ def test_stop_request_at_an_epoch_end_reuses_its_checkpoint(small_cifar, tmp_pat
     import signal
 
     cfg = make_cfg(small_cifar, tmp_path, epochs=3)
+    stop = StopControl()
     with pytest.raises(TrainingInterrupted) as info:
-        fit(cfg, CTX, run_dir_of(cfg), Log(stop_at(r"epoch: 1 step: 4,", signal.SIGINT)))
+        fit(cfg, CTX, run_dir_of(cfg), Log(stop_at(stop, r"epoch: 1 step: 4,", signal.SIGINT)),
+            stop)
     first = os.path.join(run_dir_of(cfg), "checkpoints", "tinydarknet_cifar10-1_4.ckpt")
     assert info.value.exit_code == 130
     assert f"at the end of epoch 1 (global step 4); nothing new since checkpoint {first}" in str(info.value)
@@ -338,9 +356,10 @@ def test_stop_request_before_the_first_step_writes_nothing(small_cifar, tmp_path
     import signal
 
     cfg = make_cfg(small_cifar, tmp_path)
-    engine.request_stop(signal.SIGINT)
+    stop = StopControl()
+    stop.request(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match="no step was finished, so no checkpoint"):
-        fit(cfg, CTX, run_dir_of(cfg), Log())
+        fit(cfg, CTX, run_dir_of(cfg), Log(), stop)
     assert not os.path.exists(os.path.join(run_dir_of(cfg), "checkpoints"))
 
 

@@ -29,6 +29,7 @@ class Task:
 
     name: str
     primary_metric: str  # the metric best.ckpt is chosen by
+    metric_names: tuple  # the evaluation columns of a run's metrics.csv
     check_inputs: Callable
     train_dataset: Callable
     eval_dataset: Callable

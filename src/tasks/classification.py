@@ -83,7 +83,8 @@ def score_results(cfg, flags) -> int:
     return 0
 
 
-TASK = Task(name="classification", primary_metric=PRIMARY_METRIC, check_inputs=check_inputs,
+TASK = Task(name="classification", primary_metric=PRIMARY_METRIC,
+            metric_names=(PRIMARY_METRIC, "top_5_accuracy"), check_inputs=check_inputs,
             train_dataset=train_dataset, eval_dataset=eval_dataset, loss_network=loss_network,
             export_network=export_network, evaluate=evaluate, format_metrics=format_metrics,
             score_results=score_results)

@@ -16,7 +16,7 @@ import mindspore as ms
 import numpy as np
 from PIL import Image
 
-from src.coco_eval import coco_evaluate
+from src.coco_eval import STAT_NAMES, coco_evaluate
 from src.datasets.check import check_data_or_raise
 from src.datasets.coco import build_eval_dataset, build_train_dataset, reader_for
 from src.detections import to_coco_results
@@ -188,7 +188,8 @@ def score_results(cfg, flags) -> int:
     return 0
 
 
-TASK = Task(name="detection", primary_metric=PRIMARY_METRIC, check_inputs=check_inputs,
+TASK = Task(name="detection", primary_metric=PRIMARY_METRIC, metric_names=STAT_NAMES,
+            check_inputs=check_inputs,
             train_dataset=train_dataset, eval_dataset=eval_dataset, loss_network=loss_network,
             export_network=export_network, evaluate=evaluate, format_metrics=format_metrics,
             score_results=score_results)
