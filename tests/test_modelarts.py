@@ -77,7 +77,7 @@ def test_an_interrupted_run_still_uploads_its_checkpoint(fake_moxing, small_cifa
     out = tmp_path / "out"
     with pytest.raises(engine.TrainingInterrupted) as info:
         train.main(["--config_path=config/tinydarknet_cifar10.yaml", f"--data_dir={small_cifar}",
-                    "--image_size=32", f"--output_dir={out}", "--run_name=job",
+                    "--image_size=32", "--data.cutout=0", f"--output_dir={out}", "--run_name=job",
                     "--checkpoint.eval_every_epochs=0", "--modelarts.enabled=True",
                     "--modelarts.train_url=obs://bucket/job"])
     assert info.value.exit_code == 143

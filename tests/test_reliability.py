@@ -400,16 +400,24 @@ def test_resume_from_another_model_or_input_size_is_refused_before_training(
 
 # ---------------------------------------------------------------- user errors found while training
 
-def test_bad_schedule_or_loss_settings_are_config_errors(small_cifar, tmp_path):
-    from src.errors import ConfigError
-
+def test_bad_schedule_or_loss_settings_are_config_errors(small_cifar, tmp_path, monkeypatch):
     cfg = make_cfg(small_cifar, tmp_path, **{"lr.warmup_epochs": 5})
     with pytest.raises(ConfigError, match=r"invalid learning-rate settings .*warmup_epochs \(5\) "
                                           r"must not exceed epochs \(2\)"):
         engine.learning_rates(cfg, STEPS)
-    cfg = make_cfg(small_cifar, tmp_path, **{"loss.label_smoothing": 1.5})
-    with pytest.raises(ConfigError, match=r"invalid loss settings .*smoothing must be a number in "
-                                          r"\[0, 1\), got 1\.5"):
+    # The config bounds label_smoothing now; a loss that still refuses its settings is
+    # reported the same way by fit.
+    with pytest.raises(ConfigError, match=r"'loss.label_smoothing' must be between 0 and 0.999, "
+                                          r"got 1\.5"):
+        make_cfg(small_cifar, tmp_path, **{"loss.label_smoothing": 1.5})
+
+    def refusing_loss(cfg, net):
+        raise ValueError("smoothing must be a number in [0, 1), got 1.5")
+
+    monkeypatch.setattr(classification, "loss_network", refusing_loss)
+    cfg = make_cfg(small_cifar, tmp_path)
+    with pytest.raises(ConfigError, match=r"invalid loss settings for tinydarknet: smoothing must "
+                                          r"be a number in \[0, 1\), got 1\.5"):
         fit(cfg, CTX, run_dir_of(cfg), Log())
 
 

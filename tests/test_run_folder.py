@@ -24,22 +24,12 @@ import pytest
 
 import src  # noqa: F401  (must precede mindspore)
 from src import run_folder
-from src.config import load_config
 from src.run_folder import RunFolderError, claim
+from test_reliability import Log, make_cfg  # the engine tests' small config and log stand-in
 
 REPO = Path(__file__).resolve().parents[1]
 _LAUNCHER_ENV = ("MS_WORKER_NUM", "OMPI_COMM_WORLD_SIZE", "RANK_TABLE_FILE", "RANK_SIZE",
                  "RANK_ID", "MS_ROLE", "MS_SCHED_HOST", "MS_SCHED_PORT", "DEVICE_ID")
-
-
-def make_cfg(data_dir, output_dir, **overrides):
-    values = {"data.dir": str(data_dir), "image_size": [32, 32], "batch_size": 16,
-              "data.num_workers": 1, "data.cutout": 0, "output_dir": str(output_dir),
-              "run_name": "run", "epochs": 2, "lr.warmup_epochs": 0, "lr.base_lr": 0.02,
-              "lr.init_lr": 0.02, "checkpoint.keep_max": 10, "checkpoint.save_every_epochs": 1,
-              "checkpoint.eval_every_epochs": 0, "seed": 7, "log_interval": 1}
-    values.update(overrides)
-    return load_config("config/tinydarknet_cifar10.yaml", overrides=list(values.items()))
 
 
 def snapshot(folder):
@@ -168,20 +158,6 @@ def test_partial_files_of_interrupted_saves_are_removed_when_the_next_run_starts
 
 # ---------------------------------------------------------------- fit: own files, history
 
-class Log:
-    def __init__(self):
-        self.lines = []
-
-    def __call__(self, line):
-        self.lines.append(line)
-
-    def live(self, _line):
-        pass
-
-    def end_live(self):
-        pass
-
-
 @pytest.fixture
 def scripted_scores(monkeypatch):
     """Evaluation returns the given top-1 values in turn (no evaluation data needed)."""
@@ -309,7 +285,8 @@ def one_error_line(proc, code=2):
 def test_train_py_refuses_a_reused_or_busy_run_folder_and_changes_nothing(small_cifar, tmp_path):
     out = tmp_path / "out"
     args = ["--config_path=config/tinydarknet_cifar10.yaml", f"--data_dir={small_cifar}",
-            "--image_size=32", "--batch_size=16", "--data.num_workers=1", "--epochs=1",
+            "--image_size=32", "--data.cutout=0", "--batch_size=16", "--data.num_workers=1",
+            "--epochs=1",
             "--lr.warmup_epochs=0", f"--output_dir={out}", "--run_name=r2",
             "--checkpoint.eval_every_epochs=1"]
     first = train(*args)
