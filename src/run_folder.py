@@ -48,17 +48,19 @@ def claim(cfg, run_dir: str, rank: int, argv) -> "RunLock":
     """
     lock = RunLock(run_dir)
     holder = lock.holder()
-    if holder is not None and (rank == 0 or holder.get("ppid") != os.getppid()):
-        if holder.get("host") != socket.gethostname():
-            raise RunFolderError(
-                f"run folder {run_dir} is locked by process {holder.get('pid')} on host "
-                f"{holder.get('host')} (started {holder.get('started')}); wait for that run, "
-                f"choose another --run_name, or delete {lock.path} if no run uses it any more")
-        if _alive(holder):
-            raise RunFolderError(
-                f"run folder {run_dir} is in use by another training run (pid {holder.get('pid')}, "
-                f"started {holder.get('started')}); wait for it to finish or choose another "
-                f"--run_name")
+    here = holder is not None and holder.get("host") == socket.gethostname()
+    if holder is not None and rank == 0 and not here:
+        raise RunFolderError(
+            f"run folder {run_dir} is locked by process {holder.get('pid')} on host "
+            f"{holder.get('host')} (started {holder.get('started')}); wait for that run, "
+            f"choose another --run_name, or delete {lock.path} if no run uses it any more")
+    # Other ranks find their own rank 0's lock (same parent process on this host, or
+    # another node); only a live lock of another launch on this host stops them.
+    if here and (rank == 0 or holder.get("ppid") != os.getppid()) and _alive(holder):
+        raise RunFolderError(
+            f"run folder {run_dir} is in use by another training run (pid {holder.get('pid')}, "
+            f"started {holder.get('started')}); wait for it to finish or choose another "
+            f"--run_name")
     earlier = earlier_run_files(run_dir)
     if earlier and not _continues(cfg, run_dir):
         raise RunFolderError(_reuse_message(cfg, run_dir, earlier, argv))

@@ -102,6 +102,8 @@ def test_other_ranks_share_the_folder_of_their_launch_only(tmp_path):
     cfg = make_cfg(tmp_path, tmp_path)
     write_lock(tmp_path / "run")  # rank 0 of this launch (same parent process)
     assert not claim(cfg, str(tmp_path / "run"), 1, []).held
+    write_lock(tmp_path / "run", host="node0")  # rank 0 on another node (shared storage)
+    assert not claim(cfg, str(tmp_path / "run"), 1, []).held
     write_lock(tmp_path / "run", ppid=os.getppid() + 100000)  # another launch's rank 0
     with pytest.raises(RunFolderError, match="in use by another training run"):
         claim(cfg, str(tmp_path / "run"), 1, [])
