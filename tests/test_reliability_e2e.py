@@ -189,10 +189,11 @@ def test_sigint_mid_epoch_saves_a_checkpoint_that_resumes_exactly(reference, dem
 
 
 def test_diverging_run_with_a_fixed_loss_scale_stops_without_a_nan_checkpoint(demo_data, tmp_path):
-    # lr x 1e30 after epoch 1: the weights blow up within a few steps of epoch 2.
+    # lr 1 -> 1000 after epoch 1 with weight decay 1 (within the config's bounds): each step
+    # of epoch 2 multiplies the decayed weights by about -999, so they overflow in a few steps.
     code, run = completed(*base_args(demo_data["cifar10"], tmp_path, "diverged"),
-                          "--lr.schedule=multistep", "--lr.milestones=1", "--lr.gamma=1e30",
-                          "--lr.warmup_epochs=0")
+                          "--lr.schedule=multistep", "--lr.milestones=1", "--lr.gamma=1000",
+                          "--lr.base_lr=1", "--optimizer.weight_decay=1", "--lr.warmup_epochs=0")
     folder = tmp_path / "diverged" / "checkpoints"
     first = folder / "tinydarknet_cifar10-1_15.ckpt"
     assert code == 3, run.output()
