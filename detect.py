@@ -98,7 +98,7 @@ def load_predictor(cfg, model_file: str):
 
     from src import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
     from src.device import setup_device  # pylint: disable=import-outside-toplevel
-    from src.engine import build_network, check_checkpoint_matches  # noqa: C0415
+    from src.engine import build_network  # pylint: disable=import-outside-toplevel
     from src.registry import get_model_spec, list_models  # pylint: disable=C0415
     from src.tasks import get_task  # pylint: disable=import-outside-toplevel
 
@@ -109,7 +109,7 @@ def load_predictor(cfg, model_file: str):
     if stored in list_models() and get_model_spec(stored).task != "detection":
         raise ConfigError(f"detect.py needs a detection model, but {source} holds {stored} "
                           f"(a {get_model_spec(stored).task} model); use eval.py for it")
-    check_checkpoint_matches(cfg, meta, source, check_dataset=False)
+    ckpt.check_checkpoint_matches(cfg, meta, source, check_dataset=False)
     net = build_network(cfg)
     ckpt.load_network_weights(net, tensors, source=source)
     infer = get_task("detection").export_network(cfg, net)

@@ -73,7 +73,7 @@ class ModelSpec:
             Detections`` (:mod:`src.detections`), boxes in image pixels after NMS.
         preprocessing: a :class:`Preprocessing`, or ``f(cfg) -> Preprocessing``.
         progress_line: optional training progress formatter (the model's upstream log habit),
-            same arguments as :func:`src.engine.default_progress_line`.
+            same arguments as :func:`src.train_epoch.default_progress_line`.
         config_section: ``{section: {key: src.config.Key}}`` added to the config schema.
         config_aliases: ``{flag: dotted key}`` spellings of its keys (upstream's flags).
         default_config: the YAML (relative to the repository) of the model's main recipe.
