@@ -6,6 +6,7 @@ outputs, stop requests (what SIGINT/SIGTERM trigger in train.py) and
 checkpoint/model mismatches. Real kill/resume/signal runs of train.py are in
 test_reliability_e2e.py.
 """
+import dataclasses
 import errno
 import os
 import re
@@ -66,6 +67,12 @@ def make_cfg(data_dir, output_dir, model="tinydarknet", **overrides):
               "checkpoint.eval_every_epochs": 0, "seed": 7, "log_interval": 1}
     values.update(overrides)
     return load_config(f"config/{model}_cifar10.yaml", overrides=list(values.items()))
+
+
+def patch_task(monkeypatch, **functions):
+    """Replace some functions of the classification task for one test."""
+    monkeypatch.setattr(classification, "TASK",
+                        dataclasses.replace(classification.TASK, **functions))
 
 
 def run_dir_of(cfg):
@@ -218,7 +225,7 @@ def nan_dataset(bad_batches, batch=8, records=32):
 def test_fixed_loss_scale_stops_on_nan_naming_step_and_last_good_checkpoint(
         small_cifar, tmp_path, monkeypatch):
     cfg = make_cfg(small_cifar, tmp_path, batch_size=8)
-    monkeypatch.setattr(classification, "train_dataset", nan_dataset([(cfg.seed + 1, 1)]))
+    patch_task(monkeypatch, train_dataset=nan_dataset([(cfg.seed + 1, 1)]))
     log = Log()
     with pytest.raises(NonFiniteLossError) as info:
         fit(cfg, CTX, run_dir_of(cfg), log)
@@ -235,7 +242,7 @@ def test_dynamic_loss_scale_skips_the_nan_step_lowers_the_scale_and_continues(
         small_cifar, tmp_path, monkeypatch):
     cfg = make_cfg(small_cifar, tmp_path, batch_size=8, epochs=1,
                    **{"loss.dynamic_loss_scale": True})
-    monkeypatch.setattr(classification, "train_dataset", nan_dataset([(cfg.seed, 1)]))
+    patch_task(monkeypatch, train_dataset=nan_dataset([(cfg.seed, 1)]))
     log = Log()
     state, _, _ = fit(cfg, CTX, run_dir_of(cfg), log)
     assert ("warning: epoch 1 step 2: non-finite loss (nan), update skipped, loss scale lowered "
@@ -251,8 +258,8 @@ def test_dynamic_loss_scale_skips_the_nan_step_lowers_the_scale_and_continues(
 def test_dynamic_loss_scale_gives_up_on_persistent_nan(small_cifar, tmp_path, monkeypatch):
     cfg = make_cfg(small_cifar, tmp_path, batch_size=8, epochs=1,
                    **{"loss.dynamic_loss_scale": True})
-    monkeypatch.setattr(classification, "train_dataset",
-                        nan_dataset([("any", 0), ("any", 1), ("any", 2), ("any", 3)]))
+    patch_task(monkeypatch,
+               train_dataset=nan_dataset([("any", 0), ("any", 1), ("any", 2), ("any", 3)]))
     monkeypatch.setattr(train_epoch, "MAX_NON_FINITE_IN_A_ROW", 3)
     with pytest.raises(NonFiniteLossError, match=r"on 3 steps in a row up to epoch 1 step 3.*"
                                                  r"scale now 8192.*none saved yet"):
@@ -414,7 +421,7 @@ def test_bad_schedule_or_loss_settings_are_config_errors(small_cifar, tmp_path, 
     def refusing_loss(cfg, net):
         raise ValueError("smoothing must be a number in [0, 1), got 1.5")
 
-    monkeypatch.setattr(classification, "loss_network", refusing_loss)
+    patch_task(monkeypatch, loss_network=refusing_loss)
     cfg = make_cfg(small_cifar, tmp_path)
     with pytest.raises(ConfigError, match=r"invalid loss settings for tinydarknet: smoothing must "
                                           r"be a number in \[0, 1\), got 1\.5"):
@@ -438,7 +445,7 @@ def test_a_data_pipeline_failure_is_a_data_error_with_the_reason(small_cifar, tm
                                    python_multiprocessing=False).batch(8)
 
     cfg = make_cfg(small_cifar, tmp_path, batch_size=8, epochs=1)
-    monkeypatch.setattr(classification, "train_dataset", train_dataset)
+    patch_task(monkeypatch, train_dataset=train_dataset)
     with pytest.raises(DataError, match=r"reading the training data of epoch 1 failed after \d "
                                         r"batch\(es\) .*: cannot decode image '/data/x\.jpg' "
                                         r"\(truncated\); re-download it; look for corrupt .* "

@@ -25,7 +25,7 @@ import pytest
 import src  # noqa: F401  (must precede mindspore)
 from src import run_folder
 from src.run_folder import RunFolderError, claim
-from test_reliability import Log, make_cfg  # the engine tests' small config and log stand-in
+from test_reliability import Log, make_cfg, patch_task  # the engine tests' helpers
 
 REPO = Path(__file__).resolve().parents[1]
 _LAUNCHER_ENV = ("MS_WORKER_NUM", "OMPI_COMM_WORLD_SIZE", "RANK_TABLE_FILE", "RANK_SIZE",
@@ -163,8 +163,6 @@ def test_partial_files_of_interrupted_saves_are_removed_when_the_next_run_starts
 @pytest.fixture
 def scripted_scores(monkeypatch):
     """Evaluation returns the given top-1 values in turn (no evaluation data needed)."""
-    from src.tasks import classification
-
     scores = []
 
     def evaluate(cfg, net, ctx=None, dataset=None, log=print):
@@ -172,7 +170,7 @@ def scripted_scores(monkeypatch):
         return {"top_1_accuracy": value, "top_5_accuracy": min(1.0, 2 * value),
                 "num_samples": 40, "images_per_second": 100.0}
 
-    monkeypatch.setattr(classification, "evaluate", evaluate)
+    patch_task(monkeypatch, evaluate=evaluate)
     return scores
 
 
