@@ -675,6 +675,7 @@ def load_config(config_path: Optional[str] = None, overrides: Sequence = (),
     command line (entry points use it for their own defaults); ``cli_args`` are
     raw ``--key=value`` strings.
     """
+    _add_model_sections()  # the plugins' sections too (their import errors are one line here)
     values = _defaults()
     if config_path:
         for dotted, value in _flatten(read_yaml(config_path)):
@@ -722,6 +723,7 @@ def split_config_path(argv: Sequence[str]) -> Tuple[Optional[str], List[str]]:
 
 def help_text() -> str:
     """Every key with its default and meaning, for ``--help``."""
+    _add_model_sections()
     lines = []
 
     def walk(schema, prefix):
@@ -774,10 +776,12 @@ def config_from_dict(values: Dict[str, Any]) -> Config:
     return load_config(None, overrides=_flatten(values))
 
 
-def _add_model_sections() -> None:
+def _add_model_sections(plugins: bool = True) -> None:
     from src.registry import discover_models  # pylint: disable=import-outside-toplevel
-    discover_models()
+    discover_models(plugins)
 
 
 # Last, so that the model modules can import Key from this (partly initialised) module.
-_add_model_sections()
+# ZOO_PLUGINS are imported at the first load_config/help_text: a bad entry is then a
+# ConfigError an entry point reports, not an import-time traceback.
+_add_model_sections(plugins=False)

@@ -150,7 +150,7 @@ class ModelSpec:
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
-_STATE = {"discovered": False}
+_STATE = {"discovered": False, "plugins": False}
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -193,22 +193,24 @@ def _import_plugin(entry: str) -> None:
         entry = name
     try:
         importlib.import_module(entry)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {PLUGINS_ENV} entry {entry!r}: {exc}") from None
+    except Exception as exc:  # pylint: disable=broad-except  (the plugin's own code failed)
+        raise ConfigError(f"cannot import {PLUGINS_ENV} entry {entry!r}: "
+                          f"{type(exc).__name__}: {exc}") from None
 
 
-def discover_models() -> None:
-    """Import every model package and plugin once (each registers its spec)."""
-    if _STATE["discovered"]:
-        return
-    # The config module first: the model modules take Key from it, and its schema
-    # gets their sections when they register.
-    import src.config  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    for module in model_modules():
-        importlib.import_module(module)
-    for entry in filter(None, os.environ.get(PLUGINS_ENV, "").split(os.pathsep)):
-        _import_plugin(entry)
-    _STATE["discovered"] = True
+def discover_models(plugins: bool = True) -> None:
+    """Import every model package (and, with ``plugins``, every plugin) once; each registers."""
+    if not _STATE["discovered"]:
+        # The config module first: the model modules take Key from it, and its schema
+        # gets their sections when they register.
+        import src.config  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        for module in model_modules():
+            importlib.import_module(module)
+        _STATE["discovered"] = True
+    if plugins and not _STATE["plugins"]:
+        _STATE["plugins"] = True
+        for entry in filter(None, os.environ.get(PLUGINS_ENV, "").split(os.pathsep)):
+            _import_plugin(entry)
 
 
 def list_models(task: str = None) -> List[str]:

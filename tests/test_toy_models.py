@@ -100,6 +100,19 @@ def test_the_toy_models_are_named_nowhere_in_src():
     assert "toy_classifier" not in list_models() or os.environ.get("ZOO_PLUGINS")
 
 
+@pytest.mark.parametrize("entry,message", [
+    ("no_such_plugin_module", "cannot import ZOO_PLUGINS entry 'no_such_plugin_module'"),
+    ("/no/such/plugin.py", "ZOO_PLUGINS entry '/no/such/plugin.py' not found"),
+])
+def test_a_bad_plugin_entry_is_one_line(entry, message, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), f"--output_dir={tmp_path}"],
+                          cwd=REPO, env=dict(os.environ, ZOO_PLUGINS=entry), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_toy_classifier_train_eval_export_infer_postprocess(demo_data, tmp_path):
     cifar = demo_data["cifar10"]
