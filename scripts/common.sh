@@ -40,7 +40,7 @@ declare -A ZOO_OPT=()          # launcher options named in ZOO_LAUNCHER_OPTIONS
 ZOO_LAUNCHER_OPTIONS=()        # set by a launcher before zoo_parse_args, e.g. (nodes node_rank)
 ZOO_RESERVED=()                # "key=why" pairs a launcher forbids as --key=value
 ZOO_CHILDREN=()                # pids to stop on Ctrl-C
-ZOO_CHILD_STOP_SIGNAL=TERM     # msrun only reacts to INT
+ZOO_CHILD_STOP_SIGNAL=TERM     # or the signal the launcher got; msrun only reacts to INT
 ZOO_LAUNCHER_LOG=launcher.log  # the background supervisor's own log, in the run folder
 declare -A ZOO_EXIT=()         # pid -> exit status, or "stopped"
 
@@ -810,6 +810,8 @@ zoo_trap_signals() {
 
 zoo_on_signal() {
     trap - INT TERM
+    # pass Ctrl-C on as SIGINT (train.py then reports "interrupted by SIGINT"); msrun keeps its INT
+    [[ $ZOO_CHILD_STOP_SIGNAL == TERM ]] && ZOO_CHILD_STOP_SIGNAL=$1
     printf '%s: received SIG%s, stopping %s process(es)\n' "$ZOO_NAME" "$1" "${#ZOO_CHILDREN[@]}" >&2
     zoo_stop_children
     if declare -F zoo_report > /dev/null; then zoo_report >&2; fi

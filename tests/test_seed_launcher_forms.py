@@ -380,15 +380,16 @@ def fake_msrun_bin(tmp_path):
     return folder
 
 
-def tagged(marker):
-    """Pids of running processes whose environment holds marker."""
+def tagged(marker, command=""):
+    """Pids of running processes whose environment holds marker (and whose command line is command)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if f"ZOO_TEST_MARK={marker}".encode() in (entry / "environ").read_bytes().split(b"\0"):
                     state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                    if state != "Z":
+                    argv = (entry / "cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode()
+                    if state != "Z" and (not command or argv == command):
                         pids.append(int(entry.name))
             except OSError:
                 continue
@@ -414,7 +415,7 @@ def test_sigterm_leaves_no_msrun_worker_behind(work, tmp_path, fake_msrun_bin):
                             cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 90
-        while len(tagged(marker)) < 7:  # launcher, msrun, scheduler, 2 workers, 2 strays
+        while len(tagged(marker, "sleep 300")) < 5:  # the scheduler, 2 workers and their 2 strays
             assert time.time() < deadline and proc.poll() is None, proc.communicate()
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
