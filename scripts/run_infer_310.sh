@@ -173,15 +173,17 @@ zoo_say "model $app_model (${spec[MODEL]}, ${spec[DATASET]}, ${spec[NUM_CLASSES]
 zoo_say "backend $backend; run folder $run"
 
 # run_stage NAME LOG CMD...: CMD in the foreground, output in LOG; stop on failure.
+# Each stage leads a process group of its own; SIGINT/SIGTERM stop it (and
+# what it started) before the script exits.
+zoo_trap_signals
 run_stage() {
-    local name=$1 log=$2 rc=0
+    local name=$1 log=$2 rc
     shift 2
     zoo_say "[$name] $(printf '%q ' "$@")"
-    if zoo_dry_run; then
-        zoo_print_command "$@"
-        return 0
-    fi
-    "$@" > "$log" 2>&1 || rc=$?
+    ZOO_CHILDREN=()
+    zoo_start "$log" 0 "$@"
+    zoo_wait_children 0 || true
+    rc=${ZOO_EXIT[$ZOO_LAST_PID]}
     if ((rc != 0)); then
         echo "--- last lines of $log:" >&2
         tail -n 15 "$log" >&2
