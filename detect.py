@@ -58,32 +58,21 @@ def input_images(path: str) -> List[str]:
 
 
 def resolve_config(args, rest: Sequence[str]):
-    """The config (``--config_path``, else the export's deploy spec) with the model's demo defaults.
+    """The config (``--config_path``, else the checkpoint's or the export's stored one) with the
+    model's demo defaults.
 
     A classifier is refused here, before any work.
     """
-    from src.config import split_config_path  # pylint: disable=import-outside-toplevel
     from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
-    config_path, overrides = split_config_path(rest)
-    if args.model_file and not config_path and not {"-h", "--help"} & set(rest):
-        from src.config import parse_overrides  # pylint: disable=import-outside-toplevel
-        from src.deploy.spec import load_spec, spec_config  # pylint: disable=C0415
-        cfg = spec_config(load_spec(args.model_file))
-        defaults = dict(get_model_spec(cfg.model).detect_defaults) if cfg.model else {}
-        changes = {key: value for key, value, _ in parse_overrides(overrides)}
-        cfg = cfg.replace(**{**defaults, **changes})
-    else:
-        cfg = parse(rest, USAGE)
-        spec = get_model_spec(cfg.model)
-        if spec.detect_defaults:
-            cfg = parse(rest, USAGE, program_defaults=spec.detect_defaults)
+    cfg = parse(rest, USAGE, entry="detect", model_file=args.model_file, announce=False)
     spec = get_model_spec(cfg.model)
     if spec.task != "detection":
         what = f"export {args.model_file!r}" if args.model_file else f"model {cfg.model!r}"
         raise ConfigError(f"detect.py needs a detection model, but {what} is a {spec.task} "
                           f"model ({cfg.model}); use eval.py or infer.py for it, or give a "
                           f"detector's --config_path / --model_file")
-    return cfg
+    return parse(rest, USAGE, program_defaults=spec.detect_defaults, entry="detect",
+                 model_file=args.model_file)
 
 
 def load_predictor(cfg, model_file: str):

@@ -33,7 +33,9 @@ def checkpoints_to_evaluate(path: str):
 
 
 def main(argv) -> int:
-    cfg = parse(argv, USAGE)
+    cfg = parse(argv, USAGE, entry="eval")
+    from src.modelarts import sync_inputs
+    cfg = sync_inputs(cfg)  # as train.py: refused off ModelArts
     files = checkpoints_to_evaluate(cfg.checkpoint_path)
     from src import checkpoint as ckpt
     from src.device import setup_device

@@ -29,7 +29,10 @@ def _export_flag_spellings(argv):
 
 
 def main(argv) -> int:
-    cfg = parse(_export_flag_spellings(argv), USAGE, program_defaults=[("mode", "graph")])
+    cfg = parse(_export_flag_spellings(argv), USAGE, program_defaults=[("mode", "graph")],
+                entry="export")
+    from src.modelarts import sync_inputs
+    cfg = sync_inputs(cfg)  # as train.py: refused off ModelArts
     from src.errors import ConfigError
     from src.export import check_format_supported
 

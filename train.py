@@ -26,7 +26,7 @@ USAGE = __doc__
 
 
 def main(argv) -> int:
-    cfg = parse(argv, USAGE, default_config=DEMO_CONFIG)
+    cfg = parse(argv, USAGE, default_config=DEMO_CONFIG, entry="train")
     check_resume_request(cfg)
     stop = StopControl()
     if not cfg.distributed:

@@ -8,25 +8,106 @@ import datetime
 import os
 import platform
 import sys
-from typing import Callable, Sequence
+from typing import Callable, List, Sequence
 
-from src.config import Config, help_text, load_config, save_config, split_config_path
-from src.errors import ZooError
+from src.config import (Config, check_flags, help_text, load_config, means_none, parse_overrides,
+                        save_config, split_config_path)
+from src.errors import ConfigError, ZooError
 from src.utils.io import atomic_write_text
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+PRINT_CONFIG_FLAG = "--print_config"
+
+
 def parse(argv: Sequence[str], usage: str, default_config: str = None,
-          program_defaults: Sequence = ()) -> Config:
-    """Resolve the config from argv (``-h`` prints usage and every key, then exits 0)."""
+          program_defaults: Sequence = (), entry: str = None, model_file: str = "",
+          announce: bool = True) -> Config:
+    """Resolve the config from argv (``-h`` prints usage and every key, then exits 0).
+
+    ``entry`` (train/eval/export/detect) reads upstream flags as that script
+    did, and without ``--config_path`` picks the config as
+    :mod:`src.config_choice` describes. ``--print_config`` prints the resolved
+    config and exits 0 before any work (the same resolution as a real run).
+    ``announce=False`` keeps the notes (and ``--print_config``) for a second call.
+    """
     argv = list(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(usage.strip() + "\n\nconfig keys (set in the YAML file or as --key=value):\n"
               + help_text())
         raise SystemExit(0)
     config_path, rest = split_config_path(argv)
-    return load_config(config_path or default_config, overrides=program_defaults, cli_args=rest)
+    print_config = PRINT_CONFIG_FLAG in rest
+    rest = [a for a in rest if a != PRINT_CONFIG_FLAG]
+    notes: List[str] = []
+    base, base_source, known = None, "", []
+    if entry is None:
+        config_path = config_path or default_config
+    else:
+        from src import config_choice as choice  # pylint: disable=import-outside-toplevel
+        check_flags(rest, entry)  # a wrong flag is named before any config is chosen
+        wanted = {d: v for d, v, _ in parse_overrides(rest, entry=entry)}
+        if str(wanted.get("modelarts.enabled", "")).strip().lower() in ("true", "1", "yes"):
+            from src.modelarts import check_available  # pylint: disable=C0415
+            check_available()  # before anything is read from paths that live on OBS
+        checkpoint = wanted.get("checkpoint_path", "")
+        checkpoint = "" if means_none(checkpoint) else str(checkpoint).strip()
+        if config_path:
+            pass
+        elif entry == "train":
+            config_path = (choice.choose_shipped_config(entry, rest, notes=notes)
+                           if choice.names_something(rest, entry) else default_config)
+        elif entry == "detect" and model_file:
+            stored = choice.sidecar_config(model_file)
+            if stored is None:
+                raise ConfigError(f"no --config_path given and {model_file!r} has no deploy "
+                                  f"spec (<file>.json, written by export.py) to read it from; "
+                                  f"pass --config_path=<the config it was trained with>")
+            base, base_source = choice.network_config(stored), f"deploy spec of {model_file}"
+            notes.append(f"no --config_path given: using the config in the deploy spec of "
+                         f"{model_file} (model={stored.get('model')})")
+        elif checkpoint:
+            config_path, base, base_source, known = choice.config_for_checkpoint(
+                entry, rest, checkpoint, notes)
+        elif choice.names_something(rest, entry):
+            config_path = choice.choose_shipped_config(
+                entry, rest, extra=["--checkpoint_path=<file.ckpt>"], notes=notes)
+        else:
+            given = "--model_file=<export> or " if entry == "detect" else ""
+            raise ConfigError(f"no checkpoint given; pass {given}--checkpoint_path=<file.ckpt> "
+                              f"(the config it was trained with is read from it), or "
+                              f"--config_path=<config> with it")
+    cfg = load_config(config_path, overrides=list(program_defaults) + known, cli_args=rest,
+                      entry=entry, notes=notes, base=base, base_source=base_source)
+    if entry in ("eval", "export", "detect"):
+        _check_against_stored(cfg, entry, model_file)
+    if not announce:
+        return cfg
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    if print_config:
+        print(cfg.dump(), end="", flush=True)
+        raise SystemExit(0)
+    return cfg
+
+
+def _check_against_stored(cfg: Config, entry: str, model_file: str) -> None:
+    """Refuse settings that contradict the checkpoint (or export) being used."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    from src import config_choice as choice  # pylint: disable=import-outside-toplevel
+    if entry == "detect" and model_file:
+        stored = choice.sidecar_config(model_file)
+        if stored is not None:
+            choice.check_against_checkpoint(cfg, {"config": json.dumps(stored)},
+                                            f"export {model_file}")
+        return
+    path = cfg.checkpoint_path
+    if path and os.path.exists(path):
+        for file in choice.checkpoint_files(path):
+            choice.check_against_checkpoint(cfg, choice.read_checkpoint_meta(file),
+                                            f"checkpoint {file}")
 
 
 def run_main(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> None:

@@ -185,7 +185,7 @@ FLAG_ALIASES: Dict[str, str] = {
     "ann_file": "data.eval_ann_file",
     "dataset_name": "dataset",
     "platform": "device_target",
-    "pre_trained": "pretrained", "resume_yolo": "pretrained",
+    "resume_yolo": "pretrained",
     "ckpt_file": "checkpoint_path", "ckpt_path": "checkpoint_path",
     "per_batch_size": "batch_size",
     "max_epoch": "epochs", "epoch_size": "epochs",
@@ -202,7 +202,36 @@ FLAG_ALIASES: Dict[str, str] = {
     "is_dynamic_loss_scale": "loss.dynamic_loss_scale",
     "keep_checkpoint_max": "checkpoint.keep_max",
     "enable_modelarts": "modelarts.enabled",
+    "val_data_path": "data.eval_dir",
+    "checkpoint_url": "modelarts.checkpoint_url", "data_url": "modelarts.data_url",
+    "train_url": "modelarts.train_url", "output_path": "output_dir",
 }  # plus each model's own (``config_aliases`` of its spec, see add_config_section)
+_CHECKPOINT_TO_READ = {"eval": "checkpoint_path", "export": "checkpoint_path",
+                       "detect": "checkpoint_path"}
+
+# Upstream flags whose meaning differs between entry points or models (the seeds
+# disagree): flag -> {entry point or model: canonical key}; "*" stands for the rest.
+# A flag without "*" exists only where it is listed.
+CONTEXT_ALIASES: Dict[str, Dict[str, str]] = {
+    # YOLOv3-Tiny's and VGG16's train.py save checkpoints there; eval/export read one.
+    "ckpt_path": {"train": "output_dir", "*": "checkpoint_path"},
+    # Training starts from these weights; eval/export (VGG16, MobileNetV1, YOLO) read them.
+    "pre_trained": {**_CHECKPOINT_TO_READ, "*": "pretrained"},
+    "pretrained": {**_CHECKPOINT_TO_READ, "*": "pretrained"},
+    "pretrain_ckpt": {**_CHECKPOINT_TO_READ, "*": "pretrained"},
+    # Tiny-DarkNet's lr_init is its peak rate; VGG16's and MobileNetV1's the warmup start.
+    "lr_init": {"tinydarknet": "lr.base_lr", "*": "lr.init_lr"},
+    "label_smooth_factor": {"yolov3_tiny": "detection.label_smoothing",
+                            "*": "loss.label_smoothing"},
+    "has_bias": {"vgg16": "net.has_bias"}, "batch_norm": {"vgg16": "net.batch_norm"},
+    "pad_mode": {"vgg16": "net.pad_mode"},
+    "testing_shape": {"eval": "image_size", "export": "image_size", "detect": "image_size"},
+}
+
+ENTRY_POINTS = ("train", "eval", "export", "detect")
+# Keys that name a file to read: a boolean-looking value (--pre_trained=False) means none.
+PATH_KEYS = ("pretrained", "resume", "checkpoint_path")
+_NONE_WORDS = {"", "false", "none", "null", "no", "0", "off"}
 
 
 class Config:
@@ -571,6 +600,14 @@ def _set_checked(values: Dict[str, Any], dotted: str, value, source: str):
     if dotted.startswith("net."):
         values.setdefault("net", {})[dotted[4:]] = _parse_net_value(value, dotted, source)
         return
+    if "#" in dotted:  # one item of a list key (--image_height sets image_size#0)
+        dotted, index = dotted.split("#")
+        item = _coerce(_schema_at(dotted), value, dotted, source)[0]
+        values[dotted] = list(values[dotted])
+        values[dotted][int(index)] = item
+        return
+    if dotted in PATH_KEYS and means_none(value):
+        value = ""  # upstream configs wrote pre_trained: False for "no checkpoint"
     key = _schema_at(dotted)
     if key is None:
         raise _unknown_key(dotted, value, source)
@@ -592,6 +629,12 @@ def _yaml_problem(exc: Exception) -> str:
     """The first line of a YAML error, short."""
     lines = str(getattr(exc, "problem", None) or exc).splitlines() or ["unreadable"]
     return lines[0][:120]
+
+
+def means_none(value) -> bool:
+    """Whether a value given to a path key means "no file" (False, None, 0, '')."""
+    return isinstance(value, bool) or value is None or (
+        isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
 
 
 def _parse_net_value(value, dotted: str = "net", source: str = "command line"):
@@ -616,9 +659,29 @@ def _flatten(mapping: Dict[str, Any], prefix="") -> List[Tuple[str, Any]]:
     return items
 
 
+# Config file names of the upstream READMEs -> the shipped config that holds the same recipe.
+UPSTREAM_CONFIG_FILES = {
+    "imagenet_config.yaml": "config/tinydarknet_imagenet.yaml (Tiny-DarkNet)",
+    "imagenet_config_gpu.yaml": "config/tinydarknet_imagenet.yaml (Tiny-DarkNet, any device)",
+    "cifar10_config.yaml": "config/tinydarknet_cifar10.yaml (Tiny-DarkNet; VGG16: "
+                           "config/vgg16_cifar10.yaml)",
+    "cifar10_config_gpu.yaml": "config/tinydarknet_cifar10.yaml (Tiny-DarkNet, any device)",
+    "imagenet2012_config.yaml": "config/vgg16_imagenet.yaml (VGG16)",
+    "default_config_imagenet.yaml": "config/mobilenetv1_imagenet.yaml (MobileNetV1)",
+    "default_config.yaml": "config/yolov3_tiny_coco.yaml (YOLOv3-Tiny; MobileNetV1: "
+                           "config/mobilenetv1_cifar10.yaml)",
+    "base_config.yaml": "config/yolov3_tiny_coco.yaml (YOLOv3-Tiny)",
+}
+
+
 def read_yaml(path: str) -> Dict[str, Any]:
     """Load a config file with the safe YAML loader (no object construction)."""
     if not os.path.isfile(path):
+        ours = UPSTREAM_CONFIG_FILES.get(os.path.basename(path))
+        if ours:
+            raise ConfigError(f"config file {path!r} not found; upstream's "
+                              f"{os.path.basename(path)} is {ours} here: pass --config_path="
+                              f"{ours.split(' ')[0]}")
         raise ConfigError(f"config file {path!r} not found; pass an existing file with "
                           f"--config_path (see config/ for the shipped ones)")
     try:
@@ -643,13 +706,19 @@ def read_yaml(path: str) -> Dict[str, Any]:
     return data
 
 
-def parse_overrides(argv: Sequence[str]) -> List[Tuple[str, str, str]]:
-    """Split ``--key=value`` / ``--key value`` flags into (canonical key, value, flag) triples."""
-    overrides = []
+def split_flags(argv: Sequence[str], notes: List[str] = None) -> List[Tuple[str, str]]:
+    """``--key=value`` / ``--key value`` / bare ``--flag`` -> (flag name, value text) pairs."""
+    flags = []
     i = 0
     argv = list(argv)
     while i < len(argv):
         arg = argv[i]
+        if (arg.startswith("-") and not arg.startswith("--") and len(arg) > 2
+                and arg[1].isalpha() and "=" in arg):
+            # upstream's Chinese README writes -device_target=GPU
+            if notes is not None:
+                notes.append(f"{show(arg)} read as -{arg}")
+            arg = "-" + arg
         if not arg.startswith("--") or arg == "--":
             raise ConfigError(f"unexpected argument {show(arg)}; options are written --key=value")
         body = arg[2:]
@@ -660,39 +729,255 @@ def parse_overrides(argv: Sequence[str]) -> List[Tuple[str, str, str]]:
             i += 1
         else:
             name, value = body, "true"  # a bare flag switches a boolean on
-        name = name.replace("-", "_") if name not in FLAG_ALIASES else name
-        canonical = FLAG_ALIASES.get(name, name)
-        overrides.append((canonical, value, f"command line --{name}"))
+        known = name in FLAG_ALIASES or name in CONTEXT_ALIASES or name in SEED_TRANSLATIONS
+        flags.append((name if known else name.replace("-", "_"), value))
         i += 1
+    return flags
+
+
+def parse_overrides(argv: Sequence[str], entry: str = None, model: str = None,
+                    notes: List[str] = None) -> List[Tuple[str, Any, str]]:
+    """Flags -> (canonical key, value, source) triples, read as upstream meant them.
+
+    ``entry`` (train/eval/export/detect) and ``model`` decide the flags whose
+    meaning the upstream READMEs give per script or per model
+    (:data:`CONTEXT_ALIASES`); flags that need a translation
+    (:data:`SEED_TRANSLATIONS`) add a line to ``notes``; two spellings of one key
+    with different values are an error naming both.
+    """
+    flags = split_flags(argv, notes)
+    names = {name for name, _ in flags}
+    ctx = {"entry": entry, "model": model, "names": names}
+    overrides, given = [], {}
+    for name, value in flags:
+        source = f"command line --{name}"
+        if name in NO_EQUIVALENT:
+            raise ConfigError(f"--{name} has no equivalent in this project: {NO_EQUIVALENT[name]}")
+        if name in SEED_TRANSLATIONS:
+            pairs = SEED_TRANSLATIONS[name](value.strip(), ctx)
+            if notes is not None:
+                shown = " ".join(f"--{k.split('#')[0]}{'[' + k.split('#')[1] + ']' if '#' in k else ''}"
+                                 f"={_flag_text(v)}" for k, v in pairs) or "nothing to change"
+                notes.append(f"--{name}={show(value)[1:-1]} means {shown} here")
+        elif name in CONTEXT_ALIASES:
+            pairs = [(context_key(name, entry, model), value)]
+        else:
+            if entry == "train" and name == "checkpoint_path":
+                raise ConfigError("train.py saves checkpoints under --output_dir/<run>/checkpoints; "
+                                  "--checkpoint_path is what eval.py/export.py read. To start "
+                                  "from weights pass --pretrained=<file.ckpt>, to continue a run "
+                                  "--resume=<file.ckpt or run folder>")
+            pairs = [(FLAG_ALIASES.get(name, name), value)]
+        for dotted, item in pairs:
+            earlier = given.get(dotted)
+            if earlier and earlier[0] != name and _text_value(earlier[2]) != _text_value(item):
+                raise ConfigError(f"--{earlier[0]}={show(earlier[1])[1:-1]} and --{name}="
+                                  f"{show(value)[1:-1]} both set {dotted.split('#')[0]}; keep one "
+                                  f"of them")
+            given[dotted] = (name, value, item)
+            overrides.append((dotted, item, source))
     return overrides
 
 
+def context_key(name: str, entry: str = None, model: str = None) -> str:
+    """The key an entry-point/model dependent upstream flag sets here."""
+    table = CONTEXT_ALIASES[name]
+    for context in (entry, model):
+        if context in table:
+            return table[context]
+    if "*" in table:
+        return table["*"]
+    if model is None:
+        return next(iter(table.values()))  # not decidable yet: the config is still unknown
+    where = sorted(table)
+    models = [c for c in where if c not in ENTRY_POINTS]
+    what = (f"an option of upstream {'/'.join(models)}" if models
+            else f"a flag of upstream {'/'.join(c + '.py' for c in where)}")
+    keys = sorted(set(table.values()))
+    context = f" (the config's model is {model!r})" if models else ""
+    raise ConfigError(f"--{name} is {what} only{context}; here it is "
+                      f"{' / '.join('--' + k for k in keys)} "
+                      + (f"with --config_path=<a {models[0]} config>" if models else
+                         f"of {'/'.join(c + '.py' for c in where)}"))
+
+
+def _text_value(value):
+    """A flag value in a form where 0, 0.0 and ' 0' compare equal."""
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return str(text).lower()
+
+
+def _flag_text(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _as_bool(value, name: str) -> bool:
+    try:
+        return _coerce_scalar(value, bool, name, f"command line --{name}")
+    except ConfigError:
+        raise ConfigError(f"--{name} expects 0/1 or true/false, got {show(value)}") from None
+
+
+def _vgg16_only(name: str, ctx) -> None:
+    if ctx["model"] not in (None, "vgg16"):
+        raise ConfigError(f"--{name} is an option of upstream VGG16 only (the config's model is "
+                          f"{ctx['model']!r}); use a vgg16 config")
+
+
+def _training_shape(value, ctx):
+    return [("image_size", value), ("detection.multi_scale", [])]
+
+
+def _is_save_on_master(value, ctx):
+    return [("checkpoint.save_on_all_ranks", not _as_bool(value, "is_save_on_master"))]
+
+
+def _has_dropout(value, ctx):
+    _vgg16_only("has_dropout", ctx)
+    return [("net.dropout", 0.5 if _as_bool(value, "has_dropout") else 0.0)]
+
+
+_INIT_MODES = {"xavieruniform": "xavier_uniform", "kaimingnormal": "kaiming_normal",
+               "kaiminguniform": "kaiming_uniform", "normal": "normal",
+               "truncatednormal": "truncated_normal"}
+
+
+def _initialize_mode(value, ctx):
+    _vgg16_only("initialize_mode", ctx)
+    mode = _INIT_MODES.get(str(value).replace("_", "").lower())
+    if mode is None:
+        raise ConfigError(f"--initialize_mode={show(value)[1:-1]} is not an upstream VGG16 mode; "
+                          f"use XavierUniform or KaimingNormal (or --net.weight_init=<scheme>)")
+    return [("net.weight_init", mode)]
+
+
+def _padding(value, ctx):
+    _vgg16_only("padding", ctx)
+    modes = {"0": "same", "1": "pad"}
+    if str(value) not in modes:
+        raise ConfigError(f"--padding={show(value)[1:-1]}: upstream VGG16 used padding 0 with "
+                          f"pad_mode same and 1 with pad_mode pad; pass --padding=0 or --padding=1")
+    return [("net.pad_mode", modes[str(value)])]
+
+
+def _image_side(index):
+    def translate(value, ctx):
+        return [(f"image_size#{index}", value)]
+    return translate
+
+
+def _label_smooth(name):
+    def translate(value, ctx):
+        key = context_key("label_smooth_factor", ctx["entry"], ctx["model"])
+        if not _as_bool(value, name):
+            return [(key, 0.0)]
+        if "label_smooth_factor" not in ctx["names"]:
+            raise ConfigError(f"--{name}={value} switches label smoothing on; give its strength "
+                              f"too, e.g. --label_smooth_factor=0.1")
+        return []
+    return translate
+
+
+def _ckpt_interval(value, ctx):
+    """VGG16 counted epochs (the same key); YOLOv3-Tiny counted steps; -1: every epoch."""
+    try:
+        interval = int(str(value))
+    except ValueError:
+        raise ConfigError(f"--ckpt_interval expects a whole number, got {show(value)}") from None
+    if interval <= 0:
+        return [("checkpoint.save_every_epochs", 1)]
+    if ctx["model"] != "yolov3_tiny":
+        return [("checkpoint.save_every_epochs", interval)]
+    raise ConfigError(f"--ckpt_interval={interval}: upstream YOLOv3-Tiny counted steps; this "
+                      f"project saves every N epochs: pass --checkpoint.save_every_epochs=N")
+
+
+def _export_file(fmt):
+    def translate(value, ctx):
+        stem = os.path.splitext(str(value))[0]
+        return [("export.file_name", stem), ("export.file_format", fmt)]
+    return translate
+
+
+# Upstream keys with an equivalent that is not a plain rename:
+# flag -> f(value text, context) -> [(dotted key, value)]; the translation is printed.
+SEED_TRANSLATIONS = {
+    "training_shape": _training_shape,
+    "is_save_on_master": _is_save_on_master,
+    "has_dropout": _has_dropout,
+    "initialize_mode": _initialize_mode,
+    "padding": _padding,
+    "image_height": _image_side(0), "image_width": _image_side(1),
+    "label_smooth": _label_smooth("label_smooth"),
+    "use_label_smooth": _label_smooth("use_label_smooth"),
+    "onnx_filename": _export_file("ONNX"), "air_filename": _export_file("AIR"),
+    "ckpt_interval": _ckpt_interval,
+}
+
+# Upstream keys with no equivalent: what to do instead.
+NO_EQUIVALENT = {
+    "need_profiler": "to see where time goes, run python benchmark.py --model=<model> (train "
+                     "step, inference and data pipeline timed separately), or wrap a short run "
+                     "in mindspore.Profiler",
+    "rank": "the rank comes from the launcher (scripts/run_distribute_*.sh, msrun, mpirun); "
+            "start several processes with one of them and pass --distributed=True",
+    "group_size": "the number of processes comes from the launcher (scripts/run_distribute_*.sh, "
+                  "msrun -n, mpirun -n); start the run with one of them and --distributed=True",
+    "buffer_size": "every epoch is shuffled over the whole dataset (no shuffle buffer); remove it",
+    "modelarts_dataset_unzip_name": "upload the dataset unzipped: --data_url is copied as it is",
+    "device_num": "the number of devices comes from the launcher (scripts/run_distribute_*.sh); "
+                  "remove it",
+}
+
+
 def load_config(config_path: Optional[str] = None, overrides: Sequence = (),
-                cli_args: Sequence[str] = ()) -> Config:
-    """Resolve defaults <- YAML file <- overrides <- command-line flags.
+                cli_args: Sequence[str] = (), entry: str = None, notes: List[str] = None,
+                base: Dict[str, Any] = None, base_source: str = "stored config") -> Config:
+    """Resolve defaults <- base <- YAML file <- overrides <- command-line flags.
 
     ``overrides`` is a sequence of (dotted key, value) pairs applied before the
     command line (entry points use it for their own defaults); ``cli_args`` are
-    raw ``--key=value`` strings.
+    raw ``--key=value`` strings, read as the upstream ``entry`` script read
+    them (see :func:`parse_overrides`); translations go to ``notes``. ``base``
+    is a resolved config stored elsewhere (a checkpoint's), named by ``base_source``.
     """
     _add_model_sections()  # the plugins' sections too (their import errors are one line here)
     values = _defaults()
+    if base:
+        for dotted, value in _flatten(base):
+            _set_checked(values, dotted, value, base_source)
     if config_path:
         for dotted, value in _flatten(read_yaml(config_path)):
             _set_checked(values, dotted, value, f"config file {config_path}")
     for dotted, value in overrides:
         _set_checked(values, dotted, value, "program defaults")
-    for dotted, value, source in parse_overrides(cli_args):
+    model = values["model"]
+    for name, value in split_flags(cli_args):
+        if name == "model":
+            model = value
+    for dotted, value, source in parse_overrides(cli_args, entry, model, notes):
         _set_checked(values, dotted, value, source)
-    _check_dependent_values(values)
+    _check_dependent_values(values, entry)
     return Config(_resolve_per_device(values))
 
 
-def _check_dependent_values(values: Dict[str, Any]) -> None:
+def check_flags(cli_args: Sequence[str], entry: str = None) -> None:
+    """ConfigError for a flag that is wrong whatever the config (unknown key, bad value)."""
+    values = _defaults()
+    for dotted, value, source in parse_overrides(cli_args, entry):
+        _set_checked(values, dotted, value, source)
+
+
+def _check_dependent_values(values: Dict[str, Any], entry: str = None) -> None:
     """Keys whose valid range depends on another key's value."""
     side = min(values["image_size"])
     cutout = values["data"]["cutout"]
-    if cutout > side:
+    if cutout > side and entry in (None, "train"):  # cutout is a training augmentation
         raise ConfigError(f"data.cutout={cutout} is larger than the image (image_size="
                           f"{values['image_size']}); pass --data.cutout={max(1, side // 2)} "
                           f"(half the image side, as the shipped recipes) or --data.cutout=0")

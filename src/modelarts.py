@@ -20,6 +20,11 @@ def _moxing():
     return moxing
 
 
+def check_available() -> None:
+    """DeviceError unless this is a ModelArts job (the same refusal for every entry point)."""
+    _moxing()
+
+
 def sync_inputs(cfg):
     """Copy ``data_url``/``checkpoint_url`` from OBS; return the config pointing at the copies.
 

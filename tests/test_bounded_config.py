@@ -163,8 +163,7 @@ def test_model_spec_states_the_image_sizes_it_accepts(model, size, ok):
 def test_typo_suggestions_only_for_misspellings():
     assert "did you mean 'batch_size'" in _error(cli=["--bach_size=3"])
     assert "did you mean 'lr.base_lr'" in _error(cli=["--lr.base_rl=3"])
-    for wrong in ("valid_data_pth", "ckpt_intervall", "batch_normal", "padd_mode", "group_sizes",
-                  "output_paths"):
+    for wrong in ("valid_data_pth", "ckpt_intervall", "batch_normal", "padd_mode", "group_sizes"):
         assert "did you mean" not in _error(cli=[f"--{wrong}=3"]), wrong
 
 

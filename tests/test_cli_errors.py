@@ -155,7 +155,8 @@ def test_help_prints_usage_and_keys(script):
 
 def test_train_missing_data_dir_with_demo_config(tmp_path):
     out = tmp_path / "out"
-    proc = run("train.py", "--data_dir=/nonexistent", f"--output_dir={out}")
+    proc = run("train.py", f"--config_path={DEMO_CONFIG}", "--data_dir=/nonexistent",
+               f"--output_dir={out}")
     error_line(proc, "/nonexistent")
     assert files_under(out) == []
     assert not Path("/nonexistent").exists()
@@ -173,7 +174,8 @@ def test_train_missing_data_dir_message(tmp_path):
 def test_train_missing_data_dir_writes_no_run_folder(tmp_path):
     """A run refused for missing data leaves no run folder (config.yaml, env.txt, log) behind."""
     out = tmp_path / "out"
-    proc = run("train.py", "--data_dir=/nonexistent/cifar10", "--data.demo=False",
+    proc = run("train.py", f"--config_path={DEMO_CONFIG}", "--data_dir=/nonexistent/cifar10",
+               "--data.demo=False",
                f"--output_dir={out}")
     error_line(proc, "/nonexistent/cifar10")
     assert files_under(out) == [], ("train.py created the run folder before checking the data: "
@@ -182,7 +184,8 @@ def test_train_missing_data_dir_writes_no_run_folder(tmp_path):
 
 def test_train_on_ascend_is_not_available_here(tmp_path, cifar_dir):
     out = tmp_path / "out"
-    proc = run("train.py", "--device_target=Ascend", f"--data_dir={cifar_dir}",
+    proc = run("train.py", f"--config_path={DEMO_CONFIG}", "--device_target=Ascend",
+               f"--data_dir={cifar_dir}",
                f"--output_dir={out}")
     error_line(proc, "Ascend", "not available", "--device_target=CPU")
     assert files_under(out) == []
@@ -190,7 +193,8 @@ def test_train_on_ascend_is_not_available_here(tmp_path, cifar_dir):
 
 def test_train_distributed_without_launcher(tmp_path, cifar_dir):
     out = tmp_path / "out"
-    proc = run("train.py", "--is_distributed=True", f"--data_dir={cifar_dir}",
+    proc = run("train.py", f"--config_path={DEMO_CONFIG}", "--is_distributed=True",
+               f"--data_dir={cifar_dir}",
                f"--output_dir={out}")
     error_line(proc, "distributed", "launcher")
     assert files_under(out) == []
@@ -270,7 +274,7 @@ def test_train_writes_the_resolved_config(tmp_path, cifar_dir):
     args = ["--epochs=1", f"--output_dir={out}", "--run_name=run1", f"--data_dir={cifar_dir}",
             "--data.demo=True", "--batch_size=64", "--checkpoint.eval_every_epochs=0",
             "--lr_max=0.02", "--image_size=32"]
-    proc = run("train.py", *args, timeout=300)
+    proc = run("train.py", f"--config_path={DEMO_CONFIG}", *args, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "error:" not in proc.stderr
     run_dir = out / "run1"

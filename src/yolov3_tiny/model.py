@@ -70,7 +70,8 @@ SPEC = register_model(ModelSpec(
     progress_line=progress_line,
     config_section=CONFIG_SECTION,
     config_aliases={"nms_thresh": "detection.nms_iou",
-                    "eval_ignore_threshold": "detection.score_threshold"},
+                    "eval_ignore_threshold": "detection.score_threshold",
+                    "resize_rate": "detection.multi_scale_interval"},
     default_config="config/yolov3_tiny_coco.yaml",
     # The demo draws boxes worth looking at; evaluation keeps 0.001 for the mAP.
     detect_defaults=(("detection.score_threshold", 0.3),)))
