@@ -3,6 +3,7 @@
     python eval.py --config_path=config/tinydarknet_imagenet.yaml --data_dir=/data/imagenet \\
         --checkpoint_path=outputs/<run>/checkpoints/best.ckpt
     python eval.py --config_path=... --checkpoint_path=outputs/<run>/checkpoints   # one line each
+    python eval.py --checkpoint_path=<file.ckpt> --data_dir=/data/imagenet   # config from the checkpoint
 
 Classifiers print ``accuracy: {'top_1_accuracy': ..., 'top_5_accuracy': ...}``;
 YOLOv3-Tiny prints the COCO evaluation table. Results also go to

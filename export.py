@@ -2,7 +2,8 @@
 
     python export.py --config_path=config/mobilenetv1_imagenet.yaml \\
         --checkpoint_path=outputs/<run>/checkpoints/best.ckpt --file_format=ONNX
-    python export.py --config_path=... --checkpoint_path=... --export.batch_size=8 --image_size=256,256
+    python export.py --checkpoint_path=outputs/<run>/checkpoints/best.ckpt --export.batch_size=8
+        # no --config_path: the config stored in the checkpoint is used
 
 The default batch size is 1, as the Ascend 310 app expects; ``--batch_size`` here
 means the exported batch (``export.batch_size``), as in the upstream export scripts. MINDIR and ONNX

@@ -186,19 +186,19 @@ FLAG_ALIASES: Dict[str, str] = {
     "dataset_name": "dataset",
     "platform": "device_target",
     "resume_yolo": "pretrained",
-    "ckpt_file": "checkpoint_path", "ckpt_path": "checkpoint_path",
+    "ckpt_file": "checkpoint_path",
     "per_batch_size": "batch_size",
     "max_epoch": "epochs", "epoch_size": "epochs",
     "is_distributed": "distributed", "run_distribute": "distributed",
     "file_format": "export.file_format", "file_name": "export.file_name",
     "class_num": "num_classes",
     "lr_scheduler": "lr.schedule", "lr_decay_mode": "lr.schedule",
-    "lr_init": "lr.init_lr", "lr_max": "lr.base_lr", "lr_end": "lr.end_lr",
+    "lr_max": "lr.base_lr", "lr_end": "lr.end_lr",
     "warmup_epochs": "lr.warmup_epochs", "lr_epochs": "lr.milestones", "lr_gamma": "lr.gamma",
     "T_max": "lr.t_max", "t_max": "lr.t_max", "eta_min": "lr.eta_min",
     "lr": "lr.base_lr",
     "momentum": "optimizer.momentum", "weight_decay": "optimizer.weight_decay",
-    "label_smooth_factor": "loss.label_smoothing", "loss_scale": "loss.loss_scale",
+    "loss_scale": "loss.loss_scale",
     "is_dynamic_loss_scale": "loss.dynamic_loss_scale",
     "keep_checkpoint_max": "checkpoint.keep_max",
     "enable_modelarts": "modelarts.enabled",
@@ -354,7 +354,8 @@ def typo_suggestion(name: str, candidates: Sequence[str]) -> Optional[str]:
 
 
 def _unknown_key(dotted: str, value, source: str) -> ConfigError:
-    close = typo_suggestion(dotted, _all_keys() + list(FLAG_ALIASES))
+    close = typo_suggestion(dotted, _all_keys() + list(FLAG_ALIASES) + list(CONTEXT_ALIASES)
+                            + list(SEED_TRANSLATIONS))
     hint = f"; did you mean {close!r}?" if close else "; see --help for every key"
     return ConfigError(f"unknown config key {dotted!r} = {show(value)} (from {source}){hint}")
 
@@ -830,14 +831,17 @@ def _vgg16_only(name: str, ctx) -> None:
 
 
 def _training_shape(value, ctx):
+    """`--image_size=<v> --detection.multi_scale=` (one fixed training size)"""
     return [("image_size", value), ("detection.multi_scale", [])]
 
 
 def _is_save_on_master(value, ctx):
+    """`--checkpoint.save_on_all_ranks=<not v>`"""
     return [("checkpoint.save_on_all_ranks", not _as_bool(value, "is_save_on_master"))]
 
 
 def _has_dropout(value, ctx):
+    """VGG16: `--net.dropout=0.5` (True) or `0.0` (False)"""
     _vgg16_only("has_dropout", ctx)
     return [("net.dropout", 0.5 if _as_bool(value, "has_dropout") else 0.0)]
 
@@ -848,6 +852,7 @@ _INIT_MODES = {"xavieruniform": "xavier_uniform", "kaimingnormal": "kaiming_norm
 
 
 def _initialize_mode(value, ctx):
+    """VGG16: `--net.weight_init=xavier_uniform` (XavierUniform) / `kaiming_normal` (KaimingNormal)"""
     _vgg16_only("initialize_mode", ctx)
     mode = _INIT_MODES.get(str(value).replace("_", "").lower())
     if mode is None:
@@ -857,6 +862,7 @@ def _initialize_mode(value, ctx):
 
 
 def _padding(value, ctx):
+    """VGG16: `--net.pad_mode=same` (0) or `pad` (1)"""
     _vgg16_only("padding", ctx)
     modes = {"0": "same", "1": "pad"}
     if str(value) not in modes:
@@ -868,11 +874,13 @@ def _padding(value, ctx):
 def _image_side(index):
     def translate(value, ctx):
         return [(f"image_size#{index}", value)]
+    translate.__doc__ = f"`--image_size` {('height', 'width')[index]}"
     return translate
 
 
 def _label_smooth(name):
     def translate(value, ctx):
+        """0: label smoothing off (the model's smoothing key = 0); 1: with `--label_smooth_factor`"""
         key = context_key("label_smooth_factor", ctx["entry"], ctx["model"])
         if not _as_bool(value, name):
             return [(key, 0.0)]
@@ -884,7 +892,7 @@ def _label_smooth(name):
 
 
 def _ckpt_interval(value, ctx):
-    """VGG16 counted epochs (the same key); YOLOv3-Tiny counted steps; -1: every epoch."""
+    """`--checkpoint.save_every_epochs` (VGG16 counted epochs; -1: every epoch; YOLO's steps: refused)"""
     try:
         interval = int(str(value))
     except ValueError:
@@ -899,6 +907,7 @@ def _ckpt_interval(value, ctx):
 
 def _export_file(fmt):
     def translate(value, ctx):
+        """`--export.file_name=<stem> --export.file_format=<its format>`"""
         stem = os.path.splitext(str(value))[0]
         return [("export.file_name", stem), ("export.file_format", fmt)]
     return translate
@@ -977,7 +986,7 @@ def _check_dependent_values(values: Dict[str, Any], entry: str = None) -> None:
     """Keys whose valid range depends on another key's value."""
     side = min(values["image_size"])
     cutout = values["data"]["cutout"]
-    if cutout > side and entry in (None, "train"):  # cutout is a training augmentation
+    if cutout > side and entry == "train":  # cutout is a training augmentation
         raise ConfigError(f"data.cutout={cutout} is larger than the image (image_size="
                           f"{values['image_size']}); pass --data.cutout={max(1, side // 2)} "
                           f"(half the image side, as the shipped recipes) or --data.cutout=0")
@@ -996,6 +1005,26 @@ def _resolve_per_device(values: Dict[str, Any]) -> Dict[str, Any]:
 
     walk(SCHEMA, values, "")
     return values
+
+
+def alias_table() -> str:
+    """Markdown table of every upstream flag this project reads (README "Upstream flags")."""
+    rows = [(name, f"`--{key}`") for name, key in FLAG_ALIASES.items()]
+    for name, table in CONTEXT_ALIASES.items():
+        by_key = {}
+        for context, key in table.items():
+            by_key.setdefault(key, []).append(
+                "elsewhere" if context == "*" else
+                context + ".py" if context in ENTRY_POINTS else f"model {context}")
+        rows.append((name, "; ".join(f"{'/'.join(where)}: `--{key}`"
+                                     for key, where in by_key.items())))
+    for name, translate in SEED_TRANSLATIONS.items():
+        rows.append((name, "translated (printed): " + (translate.__doc__ or "").strip()))
+    for name, advice in NO_EQUIVALENT.items():
+        rows.append((name, "no equivalent: " + advice))
+    lines = ["| upstream flag | here |", "|---|---|"]
+    lines += [f"| `--{name}` | {text} |" for name, text in sorted(rows)]
+    return "\n".join(lines)
 
 
 def split_config_path(argv: Sequence[str]) -> Tuple[Optional[str], List[str]]:
@@ -1021,6 +1050,11 @@ def help_text() -> str:
 
     walk(SCHEMA, "")
     lines.append("  aliases: " + ", ".join(f"--{a} -> {c}" for a, c in sorted(FLAG_ALIASES.items())))
+    lines.append("  upstream flags read per script or model: " + ", ".join(
+        f"--{a} -> " + "/".join(sorted(set(t.values()))) for a, t in sorted(CONTEXT_ALIASES.items())))
+    lines.append("  upstream flags translated (printed): " + ", ".join(
+        f"--{a}" for a in sorted(SEED_TRANSLATIONS)) + "; --print_config prints the resolved "
+                 "config and exits")
     return "\n".join(lines)
 
 

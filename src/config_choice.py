@@ -174,12 +174,7 @@ def network_config(stored: Dict) -> Dict:
 
 def _stored_value(meta: Dict, stored: Optional[Dict], dotted: str):
     if stored is not None:
-        node = stored
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return node
+        return Config(stored).get(dotted)
     legacy = meta.get(dotted) if dotted in ("model", "num_classes", "image_size") else None
     if dotted == "image_size" and isinstance(legacy, str):
         try:
@@ -205,7 +200,7 @@ def check_against_checkpoint(cfg: Config, meta: Optional[Dict], source: str) -> 
             flag = f"--{dotted}=" + (",".join(map(str, theirs)) if isinstance(theirs, list)
                                      else show(theirs))
             raise ConfigError(
-                f"{source} was trained with {dotted}={show(theirs)}, but this run has {dotted}="
+                f"{source} was made with {dotted}={show(theirs)}, but this run has {dotted}="
                 f"{show(ours)} (from the config file or a flag); that would change its results: "
                 f"drop the setting (without --config_path the checkpoint's own settings are "
                 f"used) or pass {flag}")

@@ -2,8 +2,6 @@
 with one short line, before anything is allocated or written."""
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import src  # noqa: F401  (must precede mindspore: sets the oneDNN env var)
 from src import config as C
 from src.config import load_config
 from src.errors import ConfigError
+from test_cli_errors import error_line, run  # the one-clear-error contract, shared
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,12 +138,18 @@ def test_out_of_range_number_in_a_file_names_the_file(tmp_path):
 
 
 def test_cutout_larger_than_the_image_names_both_keys():
-    message = _error(str(REPO / "config" / "tinydarknet_cifar10.yaml"), ["--image_size=32,32"])
+    with pytest.raises(ConfigError) as info:
+        load_config(str(REPO / "config" / "tinydarknet_cifar10.yaml"),
+                    cli_args=["--image_size=32,32"], entry="train")
+    message = str(info.value)
     for part in ("data.cutout=112", "image_size=[32, 32]", "--data.cutout=16", "--data.cutout=0"):
         assert part in message, message
     cfg = load_config(str(REPO / "config" / "tinydarknet_cifar10.yaml"),
-                      cli_args=["--image_size=32,32", "--data.cutout=16"])
+                      cli_args=["--image_size=32,32", "--data.cutout=16"], entry="train")
     assert cfg.data.cutout == 16
+    # eval/export do not augment: there the cutout is irrelevant
+    assert load_config(str(REPO / "config" / "tinydarknet_cifar10.yaml"),
+                       cli_args=["--image_size=32,32"], entry="eval").data.cutout == 112
 
 
 @pytest.mark.parametrize("model, size, ok", [("vgg16", [64, 96], True), ("vgg16", [33, 33], False),
@@ -163,28 +168,15 @@ def test_model_spec_states_the_image_sizes_it_accepts(model, size, ok):
 def test_typo_suggestions_only_for_misspellings():
     assert "did you mean 'batch_size'" in _error(cli=["--bach_size=3"])
     assert "did you mean 'lr.base_lr'" in _error(cli=["--lr.base_rl=3"])
-    for wrong in ("valid_data_pth", "ckpt_intervall", "batch_normal", "padd_mode", "group_sizes"):
-        assert "did you mean" not in _error(cli=[f"--{wrong}=3"]), wrong
+    # a misspelling of an upstream flag is never pointed at a key of another meaning
+    for wrong, other in (("valid_data_pth", "'data_path'"), ("padd_mode", "'mode'"),
+                         ("group_sizes", "'image_size'"), ("checkpoint_uri", "'checkpoint_path'"),
+                         ("batch_normal", "'batch_size'"), ("output_pth", "'ckpt_path'"),
+                         ("ckpt_intervall", "'log_interval'")):
+        assert other not in _error(cli=[f"--{wrong}=3"]), wrong
 
 
 # ------------------------------------------------------------------ tools
-
-def _run(script, *args, timeout=120):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _one_error_line(proc, *needles):
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    both = proc.stdout + proc.stderr
-    assert "Traceback" not in both, both[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, both[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
 
 @pytest.mark.parametrize("args, needles", [
     (["--repeats", "0"], ["--repeats", "between 1 and"]),
@@ -194,16 +186,16 @@ def _one_error_line(proc, *needles):
     (["--json", "/nonexistent-folder/r.json"], ["--json", "/nonexistent-folder"]),
 ])
 def test_benchmark_argument_errors_are_one_line_before_any_work(args, needles, tmp_path):
-    proc = _run("benchmark.py", *args)
-    _one_error_line(proc, *needles)
+    proc = run("benchmark.py", *args)
+    error_line(proc, *needles)
     assert "img/s" not in proc.stdout  # nothing was timed
 
 
 def test_train_refuses_out_of_range_epochs_before_making_a_run_folder(tmp_path):
     out = tmp_path / "runs"
-    proc = _run("train.py", "--config_path=config/demo.yaml", "--epochs=100000000",
-                f"--output_dir={out}")
-    _one_error_line(proc, "'epochs'", "between 1 and 100000")
+    proc = run("train.py", "--config_path=config/demo.yaml", "--epochs=100000000",
+               f"--output_dir={out}")
+    error_line(proc, "'epochs'", "between 1 and 100000")
     assert not out.exists()
 
 

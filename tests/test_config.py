@@ -615,7 +615,7 @@ def test_replace_resolves_per_device_mappings():
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_dump_round_trips(tmp_path, path):
     cfg = load_config(str(path), cli_args=["--device_target=GPU", "--lr.base_lr=0.07",
-                                           "--image_size=128,160", "--net.extra=1"]
+                                           "--image_size=96,128", "--net.extra=1"]
                       if "vgg" not in path.name else ["--device_target=GPU"])
     dumped = _write(tmp_path, cfg.dump(), "dumped.yaml")
     again = load_config(dumped)

@@ -33,6 +33,15 @@ def _entry(script):
 ENTRIES = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def print_tally(request):
+    """The tally of this module's seed commands, printed when it ends (pytest -s shows it)."""
+    yield
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print("\nseed commands: " + ", ".join(f"{k}: {v}" for k, v in TALLY.items()))
+
+
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     """Checkpoints carrying the config of a shipped recipe (tensors: a tiny stand-in net)."""
@@ -131,9 +140,6 @@ TINY_KEYS = [
 ]
 
 
-@pytest.mark.parametrize("flag, value, dotted, want", TINY_KEYS, ids=[k[0] for k in TINY_KEYS])
-def test_tinydarknet_config_keys_as_flags(flag, value, dotted, want, capsys):
-    check("train.py", [TINY, f"--{flag}={value}"], capsys, {dotted: want})
 
 
 @pytest.mark.parametrize("argv, expect, note", [
@@ -240,9 +246,6 @@ YOLO_FLAGS = [  # train.py --help of the seed: flag, value, dotted, expected
 ]
 
 
-@pytest.mark.parametrize("flag, value, dotted, want", YOLO_FLAGS, ids=[k[0] for k in YOLO_FLAGS])
-def test_yolo_train_flags(flag, value, dotted, want, capsys):
-    check("train.py", [YOLO, f"--{flag}={value}"], capsys, {dotted: want})
 
 
 @pytest.mark.parametrize("argv, expect, note", [
@@ -359,9 +362,15 @@ VGG_FLAGS = [  # train.py usage and config.py of the seed
 ]
 
 
-@pytest.mark.parametrize("flag, value, dotted, want", VGG_FLAGS, ids=[k[0] for k in VGG_FLAGS])
-def test_vgg16_flags(flag, value, dotted, want, capsys):
-    check("train.py", [VGG, f"--{flag}={value}"], capsys, {dotted: want})
+FLAG_CASES = ([("tinydarknet", TINY) + k for k in TINY_KEYS] + [("yolo", YOLO) + k for k in YOLO_FLAGS]
+              + [("vgg16", VGG) + k for k in VGG_FLAGS])
+
+
+@pytest.mark.parametrize("config, flag, value, dotted, want", [c[1:] for c in FLAG_CASES],
+                         ids=[f"{c[0]}-{c[2]}" for c in FLAG_CASES])
+def test_seed_flags_run_as_written(config, flag, value, dotted, want, capsys):
+    """Each upstream flag (train.py --help, config.py keys) sets what the seed says."""
+    check("train.py", [config, f"--{flag}={value}"], capsys, {dotted: want})
 
 
 @pytest.mark.parametrize("argv, expect, note", [
@@ -407,8 +416,8 @@ def test_a_flag_only_one_model_has_chooses_the_config_and_says_so(capsys):
     assert any("config/vgg16_cifar10.yaml" in n for n in notes)
 
 
-def test_zz_tally(capsys):
-    """Printed at the end of the module (pytest -s shows it); every case is counted."""
-    with capsys.disabled():
-        print("\nseed commands: " + ", ".join(f"{k}: {v}" for k, v in TALLY.items()))
-    assert sum(TALLY.values()) >= 100 or sum(TALLY.values()) == 0  # 0: run with -k selection
+def test_readme_alias_table_is_the_generated_one():
+    from src.config import alias_table
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- alias-table:start -->\n")[1].split("\n<!-- alias-table:end -->")[0]
+    assert block == alias_table(), "README's alias table is stale: paste src.config.alias_table()"
