@@ -106,8 +106,15 @@ def _check_against_stored(cfg: Config, entry: str, model_file: str) -> None:
     path = cfg.checkpoint_path
     if path and os.path.exists(path):
         for file in choice.checkpoint_files(path):
-            choice.check_against_checkpoint(cfg, choice.read_checkpoint_meta(file),
-                                            f"checkpoint {file}")
+            meta = choice.read_checkpoint_meta(file)
+            if entry == "detect" and not _is_detector((meta or {}).get("model")):
+                continue  # detect.py refuses a classifier's checkpoint in its own words
+            choice.check_against_checkpoint(cfg, meta, f"checkpoint {file}")
+
+
+def _is_detector(model) -> bool:
+    from src.registry import get_model_spec, list_models  # pylint: disable=C0415
+    return model not in list_models() or get_model_spec(model).task == "detection"
 
 
 def run_main(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> None:
