@@ -228,10 +228,11 @@ def compute_reference(out_dir, config, flags):
 
     per_rank = [batches_of(ctx) for ctx in ranks]
 
-    real_reader = classification.read_cifar10_binary
+    from src.datasets import cifar10
+    real_read = cifar10.Cifar10Split.read  # what the training pipeline reads records with
 
-    def index_coded(folder, split):
-        images, labels = real_reader(folder, split)
+    def index_coded(split):
+        images, labels = real_read(split)
         index = np.arange(len(labels))
         coded = np.zeros_like(images)
         coded[..., 0] = (index % 256)[:, None, None]
@@ -243,13 +244,13 @@ def compute_reference(out_dir, config, flags):
         raw = np.rint((centre * np.array(CIFAR10_STD_RGB[:2]) + CIFAR10_MEAN_RGB[:2]) * 255)
         return [int(r + 256 * g) for r, g in raw]
 
-    classification.read_cifar10_binary = index_coded
+    cifar10.Cifar10Split.read = index_coded
     shards = {}
     for ctx in ranks:
         used = [i for images, _ in batches_of(ctx) for i in decode(images)]
         whole = [i for images, _ in batches_of(ctx, batch_size=1) for i in decode(images)]
         shards[ctx.rank] = {"shard": whole, "used": used}
-    classification.read_cifar10_binary = real_reader
+    cifar10.Cifar10Split.read = real_read
 
     class GlobalBatchLoss(nn.Cell):
         """Mean of the losses of the per-rank slices of a global batch."""
