@@ -62,6 +62,7 @@ class RunHistory:
         # The object API with the Agg canvas: no pyplot state, no display needed.
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
         from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+        from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
 
         figure = Figure(figsize=(9, 3.6), dpi=100)
         FigureCanvasAgg(figure)
@@ -78,9 +79,11 @@ class RunHistory:
             metric_axes.text(0.5, 0.5, "not evaluated yet\n(checkpoint.eval_every_epochs)",
                              ha="center", va="center", transform=metric_axes.transAxes)
         metric_axes.set(title=f"evaluation: {self.primary}", xlabel="epoch", ylabel=self.primary)
+        last = max([e for e in epochs if e is not None] or [1])
         for axes in (loss_axes, metric_axes):
             axes.grid(alpha=0.3)
-            axes.xaxis.get_major_locator().set_params(integer=True)
+            axes.set_xlim(0.5, last + 0.5)  # whole epochs, also for a single row
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         figure.tight_layout()
         with atomic_path(self.plot_path) as tmp:
             figure.savefig(tmp, format="png")
