@@ -15,7 +15,9 @@ For each model it reports, after warm-up and as the median of timed repeats:
     costs about 3x the forward).
 
 ``--peer=pytorch`` times the same network, loss and optimizer in PyTorch eager
-(src/bench/pytorch_peers.py, torch's threads = MindSpore's runtime threads)
+(src/bench/pytorch_peers.py) in a child process with oneDNN's ISA as the user
+left it (the zoo's AVX2 cap is MindSpore's workaround, not PyTorch's), torch's
+threads = MindSpore's runtime threads
 interleaved with ours on the same batch, and batch-1 inference interleaved with
 the checkpoint network and the ONNX export; ``--mindcv`` does the same for
 MindCV's train step. Ratios > 1 mean the zoo is faster.
@@ -106,6 +108,159 @@ def forward_flops(net, image_size) -> float:
     return total[0]
 
 
+def benchmark_config_source(name: str, size: int, batch: int):
+    """``(config path, overrides)`` of model ``name``'s benchmark recipe (see :func:`load_config`)."""
+    from src.config import load_config
+
+    path = os.path.join(REPO_ROOT, "config", BENCHMARKS[name]["config"])
+    return path, [("device_target", "CPU"), ("image_size", [size, size]), ("batch_size", batch),
+                  ("data.dir", os.path.join(DEMO_ROOT, load_config(path).dataset)),
+                  ("detection.multi_scale", []), ("epochs", 1), ("lr.warmup_epochs", 0)]
+
+
+def benchmark_config(name: str, size: int, batch: int):
+    """``(cfg, task, RunContext)`` of model ``name``'s benchmark recipe on the demo data (CPU)."""
+    import mindspore as ms
+
+    from src.config import load_config
+    from src.datasets.demo import ensure_demo_data
+    from src.device import RunContext
+    from src.registry import get_model_spec
+    from src.tasks import get_task
+
+    task = get_task(get_model_spec(name).task)
+    cfg = load_config(*benchmark_config_source(name, size, batch))
+    ensure_demo_data(DEMO_ROOT, cfg.dataset)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    return cfg, task, RunContext("CPU", 0)
+
+
+def benchmark_train_step(cfg, task, steps: int):
+    """``(network, compiled train step)`` whose LR array lasts ``steps`` steps."""
+    from src.engine import build_network, build_optimizer, learning_rates
+    from src.train_step import build_train_step
+
+    net = build_network(cfg)
+    # The timed step repeats the same batch: the LR array must outlast the repeats.
+    optimizer = build_optimizer(cfg, net, learning_rates(cfg, steps))
+    return net, build_train_step(cfg, task.loss_network(cfg, net), optimizer)
+
+
+def first_training_batch(cfg, task, ctx):
+    """One batch of the real training pipeline as plain tensors; the pipeline is shut down."""
+    import mindspore as ms
+
+    dataset = task.train_dataset(cfg, ctx, seed=0)
+    batch = next(dataset.create_tuple_iterator(num_epochs=1))
+    return [ms.Tensor(column.asnumpy()) for column in batch]
+
+
+# oneDNN primitive kinds of a train step, by the name profile_exec prints.
+ONEDNN_KINDS = {"convolution": "conv", "deconvolution": "conv", "batch_normalization": "BatchNorm",
+                "eltwise": "activation", "pooling": "pooling", "inner_product": "dense",
+                "matmul": "dense", "reorder": "reorder (layout)", "binary": "elementwise",
+                "sum": "elementwise", "softmax": "softmax", "reduction": "reduction"}
+
+
+def profile_child(name: str, size: int, batch: int, steps: int) -> None:
+    """Run ``steps`` timed train steps between markers on stdout (ONEDNN_VERBOSE is set by the parent)."""
+    import ctypes
+
+    cfg, task, ctx = benchmark_config(name, size, batch)
+    first_batch = first_training_batch(cfg, task, ctx)
+    _, step = benchmark_train_step(cfg, task, steps + 10)
+    for _ in range(2):  # compile and warm up
+        step(*first_batch)[0].asnumpy()
+    libc = ctypes.CDLL(None)
+    libc.fflush(None)
+    os.write(1, b"@@start\n")
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(*first_batch)[0].asnumpy()
+    seconds = time.perf_counter() - start
+    libc.fflush(None)
+    os.write(1, f"@@end {seconds / steps}\n".encode())
+
+
+def _conv_shape(problem: str) -> str:
+    """'depthwise', '1x1' or '3x3' (...) from a oneDNN convolution problem descriptor."""
+    import re  # pylint: disable=import-outside-toplevel
+    group = re.match(r"g(\d+)", problem)
+    if group and int(group.group(1)) > 1:
+        return "depthwise"
+    kernel = re.search(r"kh(\d+)", problem)
+    size = int(kernel.group(1)) if kernel else 1
+    return f"{size}x{size}"
+
+
+def parse_onednn_profile(lines, steps: int) -> dict:
+    """ms per step by ``(category, oneDNN kind, propagation, kernel)`` from profile_exec lines."""
+    totals = {}
+    for line in lines:
+        fields = line.strip().split(",")
+        if "exec" not in fields or not fields[0].startswith(("onednn_verbose", "dnnl_verbose")):
+            continue
+        at = fields.index("exec")
+        kind, kernel, propagation = fields[at + 2], fields[at + 3], fields[at + 4]
+        try:
+            ms_taken = float(fields[-1])
+        except ValueError:
+            continue
+        category = ONEDNN_KINDS.get(kind, kind)
+        if category == "conv":
+            category = f"conv {_conv_shape(fields[-2])}"
+        key = (category, kind, propagation, kernel)
+        totals[key] = totals.get(key, 0.0) + ms_taken / steps
+    return totals
+
+
+def profile_model(name: str, size: int, batch: int, steps: int) -> dict:
+    """Where a train step's time goes: oneDNN primitives by kind/kernel, and the rest.
+
+    The steps run in a child process with ``ONEDNN_VERBOSE=profile_exec``
+    (oneDNN prints every primitive's kernel and time); what oneDNN does not
+    account for is MindSpore's own CPU kernels (optimizer update, loss,
+    elementwise work MindSpore does itself) and the host-side launch overhead.
+    """
+    import subprocess  # pylint: disable=import-outside-toplevel
+    env = dict(os.environ, ONEDNN_VERBOSE="profile_exec")
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--profile_child",
+                           f"{name},{size},{batch},{steps}"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    lines = proc.stdout.splitlines()
+    if proc.returncode or "@@start" not in lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: profiling {name} failed: {tail}")
+    begin = lines.index("@@start")
+    end = next(i for i, line in enumerate(lines) if line.startswith("@@end"))
+    step_ms = float(lines[end].split()[1]) * 1000
+    kernels = parse_onednn_profile(lines[begin + 1:end], steps)
+    return {"model": name, "image_size": size, "batch": batch, "step_ms": step_ms,
+            "kernels": [{"category": c, "kind": k, "propagation": p, "kernel": i, "ms": ms}
+                        for (c, k, p, i), ms in sorted(kernels.items(), key=lambda kv: -kv[1])]}
+
+
+def format_profile(profile) -> str:
+    """Markdown: ms per step and share of the step by category, then the top kernels."""
+    step_ms = profile["step_ms"]
+    by_category = {}
+    for k in profile["kernels"]:
+        label = k["category"]
+        if label.startswith("conv"):
+            label += " " + k["propagation"].replace("_training", "").replace("_", " ")
+        by_category[label] = by_category.get(label, 0.0) + k["ms"]
+    onednn = sum(by_category.values())
+    rows = sorted(by_category.items(), key=lambda kv: -kv[1])
+    rows.append(("not oneDNN (MindSpore kernels, optimizer, loss, launch)", step_ms - onednn))
+    lines = [f"{profile['model']} ({profile['image_size']}, batch {profile['batch']}): "
+             f"{step_ms:.0f} ms per step", "", "| category | ms/step | share |", "|---|---|---|"]
+    lines += [f"| {label} | {ms:.1f} | {100 * ms / step_ms:.1f} % |" for label, ms in rows]
+    lines += ["", "| top oneDNN kernels | propagation | ms/step | share |", "|---|---|---|---|"]
+    lines += [f"| {k['category']}: {k['kernel']} | {k['propagation']} | {k['ms']:.1f} | "
+              f"{100 * k['ms'] / step_ms:.1f} % |" for k in profile["kernels"][:8]]
+    return "\n".join(lines)
+
+
 def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str, rival=None,
                     peer=None, log=print):
     """All measurements for one model; returns a JSON-ready dict.
@@ -113,33 +268,17 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     ``rival``: another zoo's train step (a callable taking images and labels),
     timed interleaved with ours on the same batch; it adds
     ``mindcv_train_img_per_s`` and ``train_over_mindcv``.
-    ``peer``: ``peer(cfg, net)`` gives a :class:`~src.bench.pytorch_peers.PeerRunner`;
+    ``peer``: ``peer((config path, overrides), net, numpy batch)`` gives a
+    :class:`~src.bench.pytorch_peers.PeerProcess`;
     its train step is timed interleaved with ours on the same batch, its batch-1
     inference with the checkpoint network's and the exports'; it adds
     ``pytorch_*_img_per_s`` and the ``*_over_pytorch`` ratios.
     """
     import mindspore as ms
-    import numpy as np
 
-    from src.config import load_config
-    from src.datasets.demo import ensure_demo_data
-    from src.device import RunContext
-    from src.engine import build_network, build_optimizer, learning_rates
     from src.export import ExportedModel, export_network, sample_input
-    from src.registry import get_model_spec
-    from src.tasks import get_task
-    from src.train_step import build_train_step
 
-    recipe = BENCHMARKS[name]
-    task = get_task(get_model_spec(name).task)
-    cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]), overrides=[
-        ("device_target", "CPU"), ("image_size", [size, size]), ("batch_size", batch),
-        ("data.dir", os.path.join(DEMO_ROOT, load_config(os.path.join(
-            REPO_ROOT, "config", recipe["config"])).dataset)),
-        ("detection.multi_scale", []), ("epochs", 1), ("lr.warmup_epochs", 0)])
-    ensure_demo_data(DEMO_ROOT, cfg.dataset)
-    ctx = RunContext("CPU", 0)
-    ms.set_context(mode=ms.GRAPH_MODE)
+    cfg, task, ctx = benchmark_config(name, size, batch)
     result = {"model": name, "image_size": size, "batch": batch}
 
     # Data pipeline: the real training pipeline, no model.
@@ -159,20 +298,17 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     result["data_batches"] = batches
 
     # Training step on one real batch, repeated.
-    net = build_network(cfg)
-    # The timed step repeats the same batch: the LR array must outlast the repeats.
-    optimizer = build_optimizer(cfg, net, learning_rates(cfg, max(batches, repeats + 10)))
-    step = build_train_step(cfg, task.loss_network(cfg, net), optimizer)
+    net, step = benchmark_train_step(cfg, task, max(batches, repeats + 10))
     start = time.perf_counter()
     step(*first_batch)
     result["train_compile_s"] = time.perf_counter() - start
     timed = {"ours": lambda: step(*first_batch)[0].asnumpy()}
     if rival:
         timed["mindcv"] = lambda: rival(*first_batch)  # the same batch for both
-    peer_runner = peer(cfg, net) if peer else None
+    peer_runner = (peer(benchmark_config_source(name, size, batch), net,
+                        [column.asnumpy() for column in first_batch]) if peer else None)
     if peer_runner:
-        numpy_batch = [column.asnumpy() for column in first_batch]
-        timed["pytorch"] = lambda: peer_runner.train_step(*numpy_batch)
+        timed["pytorch"] = peer_runner.train_step
     seconds = dict(zip(timed, interleaved_median_seconds(list(timed.values()), repeats)))
     result["train_img_per_s"] = batch / seconds["ours"]
     for other in ("mindcv", "pytorch"):
@@ -194,7 +330,8 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
                                   (size, size), verify=False, log=lambda _: None)
             timed[fmt.lower()] = lambda runner=ExportedModel(path): runner(x)
         if peer_runner and n == 1:
-            timed["pytorch"] = lambda: peer_runner.infer(x)
+            peer_runner.set_image(x)
+            timed["pytorch"] = peer_runner.infer
         seconds = dict(zip(timed, interleaved_median_seconds(list(timed.values()), repeats)))
         for path_name in ("ckpt", "mindir", "onnx"):
             result[f"infer_{path_name}_b{n}_img_per_s"] = n / seconds[path_name]
@@ -203,6 +340,8 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
             for path_name in ("ckpt", "onnx"):
                 result[f"infer_{path_name}_b1_over_pytorch"] = (seconds["pytorch"]
                                                                 / seconds[path_name])
+    if peer_runner:
+        peer_runner.close()
     result["train_gflops_per_s"] = 3 * flops * result["train_img_per_s"] / 1e9
     result["infer_ckpt_gflops_per_s"] = flops * result[f"infer_ckpt_b{batch}_img_per_s"] / 1e9
     if result["data_img_per_s"]:
@@ -254,10 +393,11 @@ def pytorch_peer():
     except ImportError:
         raise SystemExit(TORCH_MISSING) from None
     import mindspore as ms  # pylint: disable=import-outside-toplevel
-    from src.bench.pytorch_peers import PeerRunner  # pylint: disable=import-outside-toplevel
+    from src.bench.pytorch_peers import PeerProcess  # pylint: disable=import-outside-toplevel
 
     # Same thread count as MindSpore's CPU kernels, and the zoo's starting weights.
-    return lambda cfg, net: PeerRunner(cfg, ms.get_context("runtime_num_threads"), zoo_net=net)
+    return lambda source, net, batch: PeerProcess(source, ms.get_context("runtime_num_threads"),
+                                                  net, batch)
 
 
 def _sync(outputs):
@@ -352,7 +492,14 @@ def main(argv=None) -> int:
                         help="also time MindCV 0.3.0's mobilenet_v1_100 / vgg16 training step")
     parser.add_argument("--peer", choices=("pytorch",), default=None,
                         help="also time the same networks in PyTorch eager (needs torch)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: where a train step's time goes (oneDNN kernels and the rest)")
+    parser.add_argument("--profile_child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile_child:
+        name, size, batch, steps = args.profile_child.split(",")
+        profile_child(name, int(size), int(batch), int(steps))
+        return 0
     names = list(BENCHMARKS) if args.model == "all" else [args.model]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
@@ -366,6 +513,17 @@ def main(argv=None) -> int:
         return 2
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     peer = pytorch_peer() if args.peer == "pytorch" else None
+    if args.profile:
+        profiles = []
+        for name in names:
+            size, batch = sizes[name]
+            profiles.append(profile_model(name, size, batch, args.repeats or (1 if args.quick else 3)))
+            print(format_profile(profiles[-1]), flush=True)
+        if args.json:
+            from src.utils.io import atomic_write_text  # pylint: disable=import-outside-toplevel
+            atomic_write_text(args.json, json.dumps({"environment": environment(),
+                                                     "profiles": profiles}, indent=2))
+        return 0
     from src.config import load_config  # pylint: disable=import-outside-toplevel
     results = []
     with tempfile.TemporaryDirectory() as workdir:

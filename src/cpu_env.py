@@ -10,6 +10,9 @@ nothing changes on CPUs without AVX-512.
 import os
 
 ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+# The user's own ONEDNN_MAX_CPU_ISA (None: unset), before apply() caps it; the PyTorch
+# peer process of benchmark.py runs with it, as PyTorch would outside the zoo.
+USER_ISA = os.environ.get(ISA_VARIABLE)
 
 
 def _cpu_has_avx512() -> bool:

@@ -161,3 +161,35 @@ def test_table_has_the_peer_ratio_columns():
     assert dict(zip(header, cells))["ckpt b1/PyTorch"] == "1.25x"
     assert dict(zip(header, cells))["onnx b1/PyTorch"] == "2.50x"
     assert dict(zip(header, cells))["ours/MindCV"] == "-"
+
+
+def test_pytorch_peer_process_trains_the_zoo_weights_with_the_users_isa(pynative_cpu, monkeypatch):
+    """The child process gets the zoo's weights and batch, and oneDNN's ISA as the user left it."""
+    pytest.importorskip("torch")
+    import mindspore as ms
+
+    from src.bench import pytorch_peers
+    from src.config import load_config
+    from src.engine import build_network
+    from src.registry import get_model_spec
+    from src.tasks import get_task
+
+    source = (str(REPO_ROOT / "config" / "tinydarknet_imagenet.yaml"),
+              [("image_size", [32, 32]), ("num_classes", 10)])
+    cfg = load_config(*source)
+    zoo = build_network(cfg)
+    batch = _peer_batch(cfg, 32)
+    loss_net = get_task(get_model_spec("tinydarknet").task).loss_network(cfg, zoo)
+    loss_net.set_train(True)
+    zoo_loss = float(loss_net(*[ms.Tensor(b) for b in batch]).asnumpy())
+    isa_before = os.environ.get(cpu_env.ISA_VARIABLE)
+    peer = pytorch_peers.PeerProcess(source, 1, zoo, batch)
+    try:
+        assert os.environ.get(cpu_env.ISA_VARIABLE) == isa_before  # ours is left as it was
+        assert peer.train_step() == pytest.approx(zoo_loss, rel=1e-4)
+        assert peer.train_step() != pytest.approx(zoo_loss, rel=1e-6)  # it updated
+        peer.set_image(batch[0][:1])
+        assert peer.infer() is None
+    finally:
+        peer.close()
+    assert not peer._process.is_alive()

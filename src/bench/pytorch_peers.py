@@ -151,21 +151,26 @@ def build_peer(name: str, num_classes: int, image_size, net_options=None):
     raise ValueError(f"no PyTorch peer for model {name!r}")
 
 
-def copy_zoo_weights(peer, zoo_net) -> None:
-    """Load the zoo network's parameters (and BatchNorm statistics) into ``peer``, in order."""
+def zoo_tensors(zoo_net):
+    """The zoo network's trainable parameters, then its BatchNorm statistics, as numpy arrays."""
+    params = list(zoo_net.get_parameters())
+    return ([p.asnumpy() for p in params if p.requires_grad],
+            [p.asnumpy() for p in params if not p.requires_grad
+             and p.name.endswith(("moving_mean", "moving_variance"))])
+
+
+def copy_zoo_weights(peer, tensors) -> None:
+    """Load :func:`zoo_tensors` (or a zoo network) into ``peer``, in order."""
     torch = _torch()
-    zoo = [p for p in zoo_net.get_parameters()]
-    trainable = [p for p in zoo if p.requires_grad]
-    statistics = [p for p in zoo if not p.requires_grad and p.name.endswith(
-        ("moving_mean", "moving_variance"))]
+    trainable, statistics = tensors if isinstance(tensors, tuple) else zoo_tensors(tensors)
     targets = list(peer.parameters())
     buffers = [b for n, b in peer.named_buffers() if n.endswith(("running_mean", "running_var"))]
-    if [tuple(p.shape) for p in trainable] != [tuple(t.shape) for t in targets] or \
-            [tuple(p.shape) for p in statistics] != [tuple(b.shape) for b in buffers]:
+    if [p.shape for p in trainable] != [tuple(t.shape) for t in targets] or \
+            [p.shape for p in statistics] != [tuple(b.shape) for b in buffers]:
         raise ValueError("the PyTorch peer's tensors differ from the zoo network's")
     with torch.no_grad():
         for source, target in zip(trainable + statistics, targets + buffers):
-            target.copy_(torch.from_numpy(source.asnumpy()))
+            target.copy_(torch.from_numpy(source))
 
 
 def decode_heads(outputs, input_hw, detection, num_classes: int):
@@ -305,3 +310,88 @@ def _torch_smoothing(cfg) -> float:
     # torch puts s/C on every class (label: 1 - s + s/C); the zoo puts s/(C-1) off the label.
     return s * cfg.num_classes / (cfg.num_classes - 1) if s else 0.0
 
+
+
+
+class PeerProcess:
+    """A :class:`PeerRunner` in a child process, driven call by call from this one.
+
+    The child gets oneDNN's ISA as the user left it (``src.cpu_env.USER_ISA``),
+    not the zoo's AVX2 cap for MindSpore: the peer is PyTorch as a PyTorch user
+    runs it. Each call blocks until the child is done, so it times like a local call.
+
+    ``source``: ``(config path, overrides)`` for :func:`src.config.load_config`;
+    ``batch``: the numpy training columns every :meth:`train_step` trains on.
+    """
+
+    def __init__(self, source, threads: int, zoo_net, batch):
+        import multiprocessing  # pylint: disable=import-outside-toplevel
+        import os  # pylint: disable=import-outside-toplevel
+
+        from src import cpu_env  # pylint: disable=import-outside-toplevel
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        saved = os.environ.get(cpu_env.ISA_VARIABLE)
+        # oneDNN reads the variable once, at its first use; MindSpore's has started already.
+        os.environ[cpu_env.ISA_VARIABLE] = cpu_env.USER_ISA or "ALL"
+        try:
+            self._process = context.Process(target=_serve, args=(child, source, threads),
+                                            daemon=True)
+            self._process.start()
+        finally:
+            if saved is None:
+                os.environ.pop(cpu_env.ISA_VARIABLE, None)
+            else:
+                os.environ[cpu_env.ISA_VARIABLE] = saved
+        child.close()
+        self._call("load", zoo_tensors(zoo_net), list(batch))
+
+    def _call(self, *message):
+        self._conn.send(message)
+        reply = self._conn.recv()
+        if isinstance(reply, str) and reply.startswith("error:"):
+            raise SystemExit(f"error: the PyTorch peer failed: {reply[6:]}")
+        return reply
+
+    def train_step(self) -> float:
+        """One train step on the batch; returns the loss."""
+        return self._call("train")
+
+    def set_image(self, image) -> None:
+        """The numpy image batch :meth:`infer` runs on."""
+        self._call("image", image)
+
+    def infer(self) -> None:
+        """One eval-mode forward of the image set by :meth:`set_image`."""
+        self._call("infer")
+
+    def close(self) -> None:
+        """Stop the child process."""
+        if self._process.is_alive():
+            self._conn.send(("stop",))
+            self._process.join(timeout=30)
+
+
+def _serve(conn, source, threads: int) -> None:
+    """The child of :class:`PeerProcess`: run commands until 'stop'."""
+    from src.config import load_config  # pylint: disable=import-outside-toplevel
+    runner, batch, image = None, None, None
+    while True:
+        command, *args = conn.recv()
+        if command == "stop":
+            return
+        try:
+            reply = None
+            if command == "load":
+                runner = PeerRunner(load_config(*source), threads)
+                copy_zoo_weights(runner.net, tuple(args[0]))
+                batch = args[1]
+            elif command == "train":
+                reply = runner.train_step(*batch)
+            elif command == "image":
+                image = args[0]
+            elif command == "infer":
+                runner.infer(image)
+        except Exception as exc:  # pylint: disable=broad-except
+            reply = f"error:{type(exc).__name__}: {exc}"
+        conn.send(reply)
