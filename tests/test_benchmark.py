@@ -193,3 +193,34 @@ def test_pytorch_peer_process_trains_the_zoo_weights_with_the_users_isa(pynative
     finally:
         peer.close()
     assert not peer._process.is_alive()
+
+
+def test_profile_sums_onednn_kernels_by_shape_and_names_the_rest():
+    import benchmark
+    lines = [
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,x64:gemm:jit,backward_weights,src:f32,"
+        "attr,alg:convolution_direct,g32mb32_ic32oc32_ih112oh112kh3sh1dh0ph1_iw112ow112kw3sw1dw0pw1,2.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,x64:gemm:jit,forward_training,src:f32,"
+        "attr,alg:convolution_direct,mb32_ic3oc16_ih224oh224kh3sh1dh0ph1_iw224ow224kw3sw1dw0pw1,1.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,x64:gemm:jit,forward_training,src:f32,"
+        "attr,alg:convolution_direct,mb32_ic3oc16_ih224oh224kh3sh1dh0ph1_iw224ow224kw3sw1dw0pw1,0.5",
+        "onednn_verbose,v1,primitive,exec,cpu,pooling,simple_nchw:any,forward_training,src,attr,"
+        "alg:pooling_max,mb32ic16_ih224oh112kh2sh2ph0_iw224ow112kw2sw2pw0,3.0",
+        "onednn_verbose,v1,primitive,create:cache_miss,cpu,pooling,simple_nchw:any,forward_training,"
+        "src,attr,alg:pooling_max,mb32ic16,0.7",  # creation, not execution: not counted
+        "some other line",
+    ]
+    kernels = benchmark.parse_onednn_profile(lines, steps=2)
+    assert kernels == {
+        ("conv depthwise", "convolution", "backward_weights", "x64:gemm:jit"): 1.25,
+        ("conv 3x3", "convolution", "forward_training", "x64:gemm:jit"): 1.0,
+        ("pooling", "pooling", "forward_training", "simple_nchw:any"): 1.5}
+    profile = {"model": "m", "image_size": 8, "batch": 2, "step_ms": 10.0,
+               "kernels": [{"category": c, "kind": k, "propagation": p, "kernel": i, "ms": ms}
+                           for (c, k, p, i), ms in kernels.items()]}
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip()
+            for line in benchmark.format_profile(profile).splitlines() if line.count("|") == 4}
+    assert rows["pooling"] == "15.0 %"
+    assert rows["conv depthwise backward weights"] == "12.5 %"
+    assert rows["conv 3x3 forward"] == "10.0 %"
+    assert rows["not oneDNN (MindSpore kernels, optimizer, loss, launch)"] == "62.5 %"
