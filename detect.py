@@ -161,23 +161,27 @@ def main(argv) -> int:
     # Loaded after the flags are checked: these bring in MindSpore.
     from src.datasets.coco import (  # pylint: disable=import-outside-toplevel
         class_catalog, preprocess_for_inference, read_rgb)
+    from src.datasets.letterbox import decode_in_image  # pylint: disable=C0415
+    from src.preprocessing import describe, eval_preprocessing  # pylint: disable=C0415
     from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
 
     predict = load_predictor(cfg, args.model_file)
     names, category_ids = class_catalog(cfg)
     decode = get_model_spec(cfg.model).decode(cfg)
+    pre = eval_preprocessing(cfg)
+    print(describe(pre, cfg.image_size), flush=True)
     results = []
     for path in files:
         image = read_rgb(path)
         height, width = image.shape[:2]
-        batch = preprocess_for_inference(image, cfg.image_size)[None]
+        batch = preprocess_for_inference(image, cfg.image_size, pre)[None]
         try:
             outputs = predict(batch)
         except Exception as exc:  # MindSpore / onnxruntime raise their own types
             raise ConfigError(f"the model could not run a {cfg.image_size[0]}x{cfg.image_size[1]} "
                               f"input ({str(exc).splitlines()[0]}); pass the --image_size it was "
                               f"exported with") from None
-        dets = decode([o[0] for o in outputs], float(width), float(height))
+        dets = decode_in_image(decode, [o[0] for o in outputs], width, height, cfg.image_size, pre)
         name = os.path.basename(path)
         save_image_atomically(draw_detections(image, dets, names), os.path.join(args.output, name))
         records = detection_records(dets, names, category_ids)

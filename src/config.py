@@ -177,6 +177,22 @@ SCHEMA: Dict[str, Any] = {
     },
 }
 
+# --- input preprocessing (evaluation, detect, export, deploy) ---------------------
+# Empty values keep the model spec's default (src.preprocessing.eval_preprocessing);
+# converted checkpoints record their source's values here.
+RESIZE_MODES = ("stretch", "letterbox")
+SCHEMA["preprocess"] = {
+    "mean": Key([], "RGB mean on the 0-255 scale, 3 values; empty = the model's default",
+                type=list, item_type=float, low=0, high=255),
+    "std": Key([], "RGB std on the 0-255 scale, 3 values; empty = the model's default",
+               type=list, item_type=float, low=1e-6, high=1e6),
+    "resize_mode": Key("", "eval resize: stretch (plain resize to image_size), letterbox "
+                       "(aspect kept, padded); empty = the model's default",
+                       choices=("",) + RESIZE_MODES),
+    "letterbox_fill": Key(0.5, "letterbox padding as a fraction of 255, before normalisation "
+                          "(Darknet's grey 0.5)", low=0, high=1),
+}
+
 # Upstream flag spellings (seed READMEs) -> canonical dotted key.
 FLAG_ALIASES: Dict[str, str] = {
     "data_path": "data.dir", "dataset_path": "data.dir", "data_dir": "data.dir",

@@ -35,12 +35,16 @@ class Preprocessing:
 
     ``mean``/``std`` are RGB on the 0-255 scale; None means the dataset's
     statistics. ``resize_mode`` None means the dataset's evaluation resize;
-    ``"stretch"`` resizes to the input size without keeping the aspect ratio.
+    ``"stretch"`` resizes to the input size without keeping the aspect ratio;
+    ``"letterbox"`` keeps it and pads with ``letterbox_fill`` (a fraction of the
+    0-255 range, before normalisation: Darknet's grey is 0.5). A config's
+    ``preprocess`` section overrides these (:func:`src.preprocessing.eval_preprocessing`).
     """
 
     mean: Optional[Tuple[float, float, float]] = None
     std: Optional[Tuple[float, float, float]] = None
     resize_mode: Optional[str] = None
+    letterbox_fill: float = 0.5
 
 
 def _resolve(ref):

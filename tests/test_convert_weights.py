@@ -139,6 +139,9 @@ def test_darknet_yolov3_tiny_equals_opencv_heads_and_detections(yolo_weights, tm
     assert cfg["image_size"] == [416, 416] and cfg["net"]["grid_sensitivity"] is False
     assert json.loads(meta["class_names"])[:2] == ["person", "bicycle"]
     assert json.loads(meta["preprocessing"])["resize_mode"] == "letterbox"
+    # In the config too, so entry points reading the checkpoint's config preprocess as Darknet.
+    assert cfg["preprocess"] == {"mean": [0.0] * 3, "std": [255.0] * 3,
+                                 "resize_mode": "letterbox", "letterbox_fill": 0.5}
 
     rng = np.random.default_rng(3)
     photo = cv2.GaussianBlur(rng.uniform(0, 1, (240, 320, 3)).astype(np.float32), (9, 9), 3)
@@ -184,6 +187,9 @@ def test_darknet_tinydarknet_equals_opencv_in_sorted_wnid_order(tiny_weights, tm
 
     net, meta, cfg, _ = convert_darknet("tinydarknet", tiny_weights, tmp_path / "tiny.ckpt", capsys)
     assert cfg["net"]["final_conv"] == "linear" and cfg["net"]["leaky_alpha"] == 0.1
+    # Darknet's classifier input: RGB/255, central crop (no letterbox).
+    assert cfg["preprocess"]["mean"] == [0.0] * 3 and cfg["preprocess"]["std"] == [255.0] * 3
+    assert cfg["preprocess"]["resize_mode"] == "" and cfg["data"]["resize_eval"] == 224
     wnids, names = darknet_imagenet_labels()
     labels = json.loads(meta["class_labels"])
     assert labels == sorted(wnids) and labels[0] == "n01440764"
@@ -340,6 +346,7 @@ def test_timm_mobilenetv1_logits_equal_pytorch(timm_files, kind, tmp_path, capsy
     net, meta, cfg = zoo_network(out)
     assert cfg["net"]["stride2_padding"] == "symmetric" and meta["num_classes"] == 1000
     assert json.loads(meta["preprocessing"])["mean"] == [127.5] * 3
+    assert json.loads(meta["config"])["preprocess"]["std"] == [127.5] * 3
     assert json.loads(meta["class_labels"])[0] == "n01440764"
     assert relative_error(net(ms.Tensor(x)).asnumpy(), logits) < 1e-4
 

@@ -120,6 +120,12 @@ PREPROCESS_CASES = {
     "shorter side 40, crop 64 (padding)": ("config/mobilenetv1_imagenet.yaml",
                                            ["--image_size=64,64", "--data.resize_eval=40"]),
     "stretch to 96x80 (COCO)": ("config/yolov3_tiny_coco.yaml", ["--image_size=96,80"]),
+    "letterbox 96x80, RGB/255 (Darknet COCO)": (
+        "config/yolov3_tiny_coco.yaml", ["--image_size=96,80", "--preprocess.resize_mode=letterbox",
+                                         "--preprocess.mean=0,0,0", "--preprocess.std=255,255,255"]),
+    "letterbox 64x96, grey 0.3 (ImageNet)": (
+        "config/mobilenetv1_imagenet.yaml", ["--image_size=64,96", "--preprocess.resize_mode=letterbox",
+                                             "--preprocess.letterbox_fill=0.3"]),
 }
 
 
@@ -136,11 +142,18 @@ def test_app_preprocessing_equals_the_python_eval_transforms(case, app, odd_imag
     transform = image_transform(spec)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     assert len(files) == len(list(dump.iterdir())) >= 16
-    worst = 0.0
+    worst, padded = 0.0, 0
+    pre = spec["preprocess"]
     for path in files:
         want = transform(str(path))
         got = np.fromfile(dump / f"{path.stem}.bin", np.float32).reshape(want.shape)
         worst = max(worst, float(np.abs(got - want).max()))
+        if pre["resize_mode"] == "letterbox":
+            fill = (pre["letterbox_fill"] * 255.0 - np.asarray(pre["mean"])) / np.asarray(pre["std"])
+            padded += bool(np.allclose(got[:, 0, 0], fill, atol=1e-6)
+                           or np.allclose(got[:, -1, -1], fill, atol=1e-6))
+    if pre["resize_mode"] == "letterbox":  # images of another aspect ratio are padded
+        assert padded >= len(files) // 2, padded
     print(f"{case}: C++ vs Python max abs difference after normalisation {worst:.3g}")
     assert worst <= PREPROCESS_TOLERANCE
 

@@ -55,12 +55,15 @@ std::string FileStem(const std::string &path);
 //   decode (RGB) -> resize -> center crop -> (x - mean) / std -> CHW.
 // resize_mode: "shorter" resizes the shorter side to `resize` (keeping the
 // aspect ratio, rounded as MindSpore's Resize does), "square" to resize x
-// resize, "stretch" straight to height x width (no crop), "none" keeps the size.
+// resize, "stretch" straight to height x width (no crop), "none" keeps the size,
+// "letterbox" fits the image keeping its aspect ratio on a height x width canvas of
+// letterbox_fill * 255 before the mean/std (src/datasets/letterbox.py; no crop).
 struct PreprocessOptions {
   int height = 224;
   int width = 224;
   int resize = 256;
   std::string resize_mode = "shorter";
+  float letterbox_fill = 0.5f;
   std::vector<float> mean = {123.675f, 116.28f, 103.53f};
   std::vector<float> std = {58.395f, 57.12f, 57.375f};
 };

@@ -33,7 +33,8 @@ const char kUsage[] =
     "  --dataset_path=DIR     images or .bin tensors, flat or in class sub-folders\n"
     "  --input_format=image|bin   decode images, or feed float32 CHW .bin files as-is (default image)\n"
     "  --image_height=224 --image_width=224   network input size\n"
-    "  --resize=256 --resize_mode=shorter|square|stretch|none   eval resize before the center crop\n"
+    "  --resize=256 --resize_mode=shorter|square|stretch|letterbox|none   eval resize before the center crop\n"
+    "  --letterbox_fill=0.5   letterbox padding as a fraction of 255, before mean/std\n"
     "  --mean=R,G,B --std=R,G,B   normalisation on the 0-255 scale (default ImageNet)\n"
     "  --extensions=.JPEG,.jpg,...   image file endings (case-sensitive)\n"
     "  --device_id=0          Ascend device\n"
@@ -44,7 +45,7 @@ const char kUsage[] =
 
 const std::vector<std::string> kFlags = {
     "backend",  "model_path", "mindir_path", "dataset_path", "input_format", "image_height", "image_width",
-    "resize",   "resize_mode", "mean",       "std",          "extensions",   "device_id",    "num_threads",
+    "resize",   "resize_mode", "letterbox_fill", "mean",       "std",          "extensions",   "device_id",    "num_threads",
     "output_dir", "dump_inputs", "version", "help"};
 
 const std::vector<std::string> kDefaultExtensions = {".JPEG", ".jpeg", ".jpg", ".JPG", ".png", ".PNG", ".bmp"};
@@ -97,6 +98,7 @@ int Run(const zoo::Flags &flags) {
   options.width = flags.GetInt("image_width", 224);
   options.resize = flags.GetInt("resize", 256);
   options.resize_mode = flags.Get("resize_mode", "shorter");
+  options.letterbox_fill = flags.GetFloats("letterbox_fill", 1, {options.letterbox_fill})[0];
   options.mean = flags.GetFloats("mean", 3, options.mean);
   options.std = flags.GetFloats("std", 3, options.std);
   if (options.height <= 0 || options.width <= 0 || options.resize <= 0) {

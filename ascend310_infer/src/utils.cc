@@ -190,6 +190,21 @@ cv::Mat CenterCrop(const cv::Mat &image, int height, int width) {
   return padded(box);
 }
 
+// src/datasets/letterbox.py's letterbox: bilinear resize (in float32) keeping the
+// aspect ratio, centred on a height x width canvas of fill * 255. Sizes round
+// half to even, as Python's round().
+cv::Mat Letterbox(const cv::Mat &rgb, int height, int width, float fill) {
+  const double scale = std::min(static_cast<double>(width) / rgb.cols, static_cast<double>(height) / rgb.rows);
+  const int new_w = std::min(width, std::max(1, static_cast<int>(std::nearbyint(rgb.cols * scale))));
+  const int new_h = std::min(height, std::max(1, static_cast<int>(std::nearbyint(rgb.rows * scale))));
+  cv::Mat as_float, resized;
+  rgb.convertTo(as_float, CV_32FC3);
+  cv::resize(as_float, resized, cv::Size(new_w, new_h), 0, 0, cv::INTER_LINEAR);
+  cv::Mat canvas(height, width, CV_32FC3, cv::Scalar::all(fill * 255.0f));
+  resized.copyTo(canvas(cv::Rect((width - new_w) / 2, (height - new_h) / 2, new_w, new_h)));
+  return canvas;
+}
+
 }  // namespace
 
 std::vector<float> LoadImageTensor(const std::string &path, const PreprocessOptions &options) {
@@ -199,8 +214,22 @@ std::vector<float> LoadImageTensor(const std::string &path, const PreprocessOpti
   cv::Mat rgb;
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
 
-  cv::Size size(rgb.cols, rgb.rows);
+  const size_t plane = static_cast<size_t>(options.height) * options.width;
+  std::vector<float> tensor(3 * plane);
   const std::string &mode = options.resize_mode;
+  if (mode == "letterbox") {
+    cv::Mat canvas = Letterbox(rgb, options.height, options.width, options.letterbox_fill);
+    for (int y = 0; y < options.height; ++y) {
+      const cv::Vec3f *row = canvas.ptr<cv::Vec3f>(y);
+      for (int x = 0; x < options.width; ++x) {
+        for (int c = 0; c < 3; ++c) {
+          tensor[c * plane + static_cast<size_t>(y) * options.width + x] = (row[x][c] - options.mean[c]) / options.std[c];
+        }
+      }
+    }
+    return tensor;
+  }
+  cv::Size size(rgb.cols, rgb.rows);
   if (mode == "shorter") {
     size = ShorterSideSize(rgb.rows, rgb.cols, options.resize);
   } else if (mode == "square") {
@@ -208,14 +237,12 @@ std::vector<float> LoadImageTensor(const std::string &path, const PreprocessOpti
   } else if (mode == "stretch") {
     size = cv::Size(options.width, options.height);
   } else if (mode != "none") {
-    throw UsageError("--resize_mode must be shorter, square, stretch or none, got '" + mode + "'");
+    throw UsageError("--resize_mode must be shorter, square, stretch, letterbox or none, got '" + mode + "'");
   }
   cv::Mat resized = rgb;
   if (size != cv::Size(rgb.cols, rgb.rows)) cv::resize(rgb, resized, size, 0, 0, cv::INTER_LINEAR);
   cv::Mat cropped = CenterCrop(resized, options.height, options.width);
 
-  const size_t plane = static_cast<size_t>(options.height) * options.width;
-  std::vector<float> tensor(3 * plane);
   for (int y = 0; y < options.height; ++y) {
     const cv::Vec3b *row = cropped.ptr<cv::Vec3b>(y);
     for (int x = 0; x < options.width; ++x) {

@@ -9,6 +9,7 @@ import fnmatch
 import os
 
 import mindspore as ms
+import numpy as np
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as T
 import mindspore.dataset.vision as V
@@ -20,7 +21,9 @@ from src.datasets.cifar10 import read_cifar10_binary  # noqa: F401  (the CIFAR r
 from src.datasets.common import (CHECK_HINT, CIFAR10_MEAN_RGB, CIFAR10_STD_RGB, IMAGENET_MEAN_RGB,
                                  IMAGENET_STD_RGB, clamp_workers, image_suffix_spellings,
                                  raise_first, shard_kwargs)
+from src.datasets.letterbox import letterbox
 from src.errors import DataError
+from src.preprocessing import eval_preprocessing
 
 DATASETS = ("cifar10", "imagenet")
 
@@ -101,6 +104,16 @@ def validate_for_config(cfg, splits=("train",)):
     return problems
 
 
+class LetterboxOp:
+    """Dataset op: RGB image -> float32 letterbox canvas of ``size`` (fill a fraction of 255)."""
+
+    def __init__(self, size, fill: float):
+        self.size, self.fill = tuple(int(v) for v in size), float(fill)
+
+    def __call__(self, image):
+        return letterbox(np.asarray(image, np.float32), self.size, self.fill * 255.0)[0]
+
+
 def cifar10_transforms(cfg, training: bool):
     """Image transforms of the CIFAR-10 recipes (upsampled to ``image_size``)."""
     ops = []
@@ -109,9 +122,17 @@ def cifar10_transforms(cfg, training: bool):
         if cfg.data.color_jitter > 0:
             j = cfg.data.color_jitter
             ops.append(V.RandomColorAdjust(brightness=j, contrast=j, saturation=j))
-    if list(cfg.image_size) != [32, 32]:
+    pre = eval_preprocessing(cfg)
+    if pre.resize_mode == "letterbox" and not training:
+        ops.append(LetterboxOp(cfg.image_size, pre.letterbox_fill))
+    elif list(cfg.image_size) != [32, 32]:
         ops.append(V.Resize(tuple(cfg.image_size)))
-    ops += [V.Rescale(1.0 / 255.0, 0.0), V.Normalize(CIFAR10_MEAN_RGB, CIFAR10_STD_RGB)]
+    ops.append(V.Rescale(1.0 / 255.0, 0.0))
+    if pre.mean is None and pre.std is None:
+        ops.append(V.Normalize(CIFAR10_MEAN_RGB, CIFAR10_STD_RGB))
+    else:  # preprocess.mean/std are on the 0-255 scale
+        ops.append(V.Normalize([v / 255.0 for v in pre.mean or [m * 255.0 for m in CIFAR10_MEAN_RGB]],
+                               [v / 255.0 for v in pre.std or [d * 255.0 for d in CIFAR10_STD_RGB]]))
     if training and cfg.data.cutout > 0:
         ops.append(V.CutOut(cfg.data.cutout, is_hwc=True))
     ops.append(V.HWC2CHW())
@@ -121,6 +142,7 @@ def cifar10_transforms(cfg, training: bool):
 def imagenet_transforms(cfg, training: bool):
     """Image transforms of the ImageNet recipes (decode included)."""
     size = tuple(cfg.image_size)
+    pre = eval_preprocessing(cfg)
     if training:
         ops = [V.RandomCropDecodeResize(size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),
                V.RandomHorizontalFlip(prob=0.5)]
@@ -130,11 +152,17 @@ def imagenet_transforms(cfg, training: bool):
                                            hue=cfg.data.hue_jitter))
     else:
         resize = cfg.data.resize_eval
-        ops = [V.Decode(),
-               V.Resize((resize, resize) if cfg.data.square_resize_eval else resize),
-               V.CenterCrop(size)]
+        if pre.resize_mode == "letterbox":
+            ops = [V.Decode(), LetterboxOp(size, pre.letterbox_fill)]
+        elif pre.resize_mode == "stretch":
+            ops = [V.Decode(), V.Resize(size)]
+        else:
+            ops = [V.Decode(),
+                   V.Resize((resize, resize) if cfg.data.square_resize_eval else resize),
+                   V.CenterCrop(size)]
     # Decode may give grayscale/RGBA; ConvertColor is not needed since Decode yields RGB.
-    ops += [V.Normalize(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB), V.HWC2CHW()]
+    ops += [V.Normalize(list(pre.mean or IMAGENET_MEAN_RGB), list(pre.std or IMAGENET_STD_RGB)),
+            V.HWC2CHW()]
     return ops
 
 

@@ -40,6 +40,7 @@ from src.datasets.coco_categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES  # 
 from src.datasets.common import (CHECK_HINT, DEMO_HINT, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB,
                                  MAX_LISTED, Problem, Problems, check_images, clamp_workers,
                                  decode_pixel_limit, file_size_problem, one_line, raise_first)
+from src.datasets.letterbox import letterbox
 from src.errors import DataError
 
 SPLIT_FOLDERS = {"train": "train2017", "eval": "val2017"}
@@ -657,11 +658,24 @@ def to_network_input(image: np.ndarray) -> np.ndarray:
     return ((image.astype(np.float32) - _MEAN) / _STD).transpose(2, 0, 1).copy()
 
 
-def preprocess_for_inference(image: np.ndarray, input_hw: Sequence[int]) -> np.ndarray:
-    """Evaluation/deploy preprocessing: plain resize to ``(H, W)`` (no letterbox), normalise."""
-    size = (int(input_hw[1]), int(input_hw[0]))  # cv2 wants (width, height)
-    resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    return to_network_input(resized)
+def preprocess_for_inference(image: np.ndarray, input_hw: Sequence[int],
+                             pre=None) -> np.ndarray:
+    """Evaluation/deploy preprocessing of an RGB uint8 image: resize to ``(H, W)``, normalise.
+
+    ``pre`` (:func:`src.preprocessing.eval_preprocessing`) chooses a letterbox
+    instead of the plain resize, and its mean/std replace ImageNet's.
+    """
+    if pre is None or (pre.resize_mode != "letterbox" and pre.mean is None and pre.std is None):
+        size = (int(input_hw[1]), int(input_hw[0]))  # cv2 wants (width, height)
+        return to_network_input(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+    mean = np.asarray(pre.mean if pre.mean is not None else IMAGENET_MEAN_RGB, np.float32)
+    std = np.asarray(pre.std if pre.std is not None else IMAGENET_STD_RGB, np.float32)
+    if pre.resize_mode == "letterbox":
+        canvas = letterbox(image.astype(np.float32), input_hw, pre.letterbox_fill * 255.0)[0]
+    else:
+        size = (int(input_hw[1]), int(input_hw[0]))
+        canvas = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return ((canvas - mean) / std).transpose(2, 0, 1).copy()
 
 
 
@@ -783,8 +797,9 @@ def build_train_dataset(cfg, make_targets: Callable, target_columns: Sequence[st
 class EvalSource:
     """Random-access source of ``(image (3,H,W), [orig_w, orig_h], image_id)`` in image-id order."""
 
-    def __init__(self, reader: CocoDetectionReader, input_hw: Sequence[int]):
+    def __init__(self, reader: CocoDetectionReader, input_hw: Sequence[int], pre=None):
         self.reader, self.input_hw = reader, tuple(int(v) for v in input_hw)
+        self.pre = pre
 
     def __len__(self):
         return len(self.reader)
@@ -793,7 +808,7 @@ class EvalSource:
         record = self.reader.records[index]
         image = read_rgb(record.path)
         height, width = image.shape[:2]
-        return (preprocess_for_inference(image, self.input_hw),
+        return (preprocess_for_inference(image, self.input_hw, self.pre),
                 np.array([width, height], np.int32), np.array(record.image_id, np.int64))
 
 
@@ -805,7 +820,8 @@ def build_eval_dataset(cfg, batch_size: Optional[int] = None):
     import mindspore.dataset as ds  # pylint: disable=import-outside-toplevel
     reader = reader_for(cfg, "eval")
     workers = clamp_workers(cfg.data.num_workers)
-    data = ds.GeneratorDataset(EvalSource(reader, cfg.image_size),
+    from src.preprocessing import eval_preprocessing  # pylint: disable=C0415
+    data = ds.GeneratorDataset(EvalSource(reader, cfg.image_size, eval_preprocessing(cfg)),
                                column_names=["image", "image_size", "image_id"], shuffle=False,
                                num_parallel_workers=workers, python_multiprocessing=workers > 1)
     size = batch_size or cfg.data.eval_batch_size or cfg.batch_size

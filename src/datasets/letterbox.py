@@ -43,3 +43,19 @@ def unletterbox_boxes(boxes: np.ndarray, scale: float, pad: Sequence[int], image
     out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0.0, image_w)
     out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0.0, image_h)
     return out
+
+
+def decode_in_image(decode, outputs, image_w: float, image_h: float, input_hw: Sequence[int],
+                    pre=None):
+    """``decode`` (the model spec's) of one image's outputs, boxes in that image's pixels.
+
+    With a letterboxed input (``pre.resize_mode == "letterbox"``) the boxes are
+    decoded on the canvas and mapped back through the letterbox.
+    """
+    if pre is None or pre.resize_mode != "letterbox":
+        return decode(outputs, float(image_w), float(image_h))
+    from src.detections import Detections  # pylint: disable=import-outside-toplevel
+    scale, _, pad = letterbox_geometry((image_h, image_w), input_hw)
+    dets = decode(outputs, float(input_hw[1]), float(input_hw[0]))
+    boxes = unletterbox_boxes(dets.boxes.reshape(-1, 4), scale, pad, float(image_w), float(image_h))
+    return Detections(boxes, dets.scores, dets.classes)

@@ -51,7 +51,9 @@ def image_transform(spec: Dict) -> Callable[[str], np.ndarray]:
     cfg = spec_config(spec)
     if spec["dataset"] == "coco":
         from src.datasets.coco import preprocess_for_inference, read_rgb  # noqa: C0415
-        return lambda path: preprocess_for_inference(read_rgb(path), cfg.image_size)
+        from src.preprocessing import eval_preprocessing  # noqa: C0415
+        pre = eval_preprocessing(cfg)
+        return lambda path: preprocess_for_inference(read_rgb(path), cfg.image_size, pre)
     if spec["dataset"] != "imagenet":
         raise DeployError(f"dataset {spec['dataset']!r} has no image-file inputs; run "
                           f"python preprocess.py and use its .bin files")

@@ -3,7 +3,7 @@
 ``export.py`` writes it next to the export as ``<file>.json`` (for example
 ``tinydarknet_imagenet.mindir.json``): model, dataset, task, num_classes,
 image_size, the per-image shape of each output (the model spec's output layout),
-the evaluation preprocessing (resize, crop, mean/std) and the whole resolved config. preprocess.py, infer.py, postprocess.py and
+the evaluation preprocessing (resize, crop or letterbox, mean/std) and the whole resolved config. preprocess.py, infer.py, postprocess.py and
 ``scripts/run_infer_310.sh`` read it, so they need no ``--config_path``; an
 explicit ``--config_path`` (plus ``--key=value`` overrides) wins over it.
 
@@ -33,19 +33,25 @@ def _preprocess_section(cfg) -> Dict:
     """The evaluation preprocessing of ``cfg``: the dataset's, as the model's spec adjusts it."""
     from src.datasets.common import (CIFAR10_MEAN_RGB, CIFAR10_STD_RGB,  # pylint: disable=C0415
                                      IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)
-    from src.registry import get_model_spec  # pylint: disable=import-outside-toplevel
-    model = get_model_spec(cfg.model).preprocessing_for(cfg)
+    from src.preprocessing import eval_preprocessing  # pylint: disable=import-outside-toplevel
+    model = eval_preprocessing(cfg)
     height, width = (int(v) for v in cfg.image_size)
 
-    def stats(mean, std):
-        return {"mean": list(model.mean or mean), "std": list(model.std or std)}
+    def stats(mean, std, scale=1.0):
+        out = {"mean": [v * scale for v in model.mean] if model.mean else list(mean),
+               "std": [v * scale for v in model.std] if model.std else list(std)}
+        if model.resize_mode == "letterbox":
+            out["letterbox_fill"] = model.letterbox_fill
+        return out
 
     if cfg.dataset == "cifar10":
         # CIFAR-10 records are not image files: preprocess.py writes the network
         # input of each record as a float32 CHW .bin, which runners feed as-is.
+        square = "none" if [height, width] == [32, 32] else "stretch"
         return {"input": "bin", "height": height, "width": width,
-                "resize_mode": "none" if [height, width] == [32, 32] else "stretch",
-                "scale": 1.0 / 255.0, **stats(CIFAR10_MEAN_RGB, CIFAR10_STD_RGB)}
+                "resize_mode": "letterbox" if model.resize_mode == "letterbox" else square,
+                "scale": 1.0 / 255.0,
+                **stats(CIFAR10_MEAN_RGB, CIFAR10_STD_RGB, scale=1.0 / 255.0)}
     if cfg.dataset == "imagenet":
         return {"input": "image", "height": height, "width": width,
                 "resize": int(cfg.data.resize_eval),
@@ -149,6 +155,8 @@ def app_flags(spec: Dict) -> List[str]:
               "--extensions=" + ",".join(image_extensions())]
     if "resize" in pre:
         flags.append(f"--resize={pre['resize']}")
+    if pre["resize_mode"] == "letterbox":
+        flags.append(f"--letterbox_fill={float(pre.get('letterbox_fill', 0.5))!r}")
     return ["--input_format=image"] + flags
 
 

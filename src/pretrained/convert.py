@@ -25,12 +25,28 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 CONFIG_DIR = os.path.join(REPO_ROOT, "config")
 
 
+def preprocess_overrides(preprocessing: Dict[str, object]):
+    """The config's ``preprocess.*`` values of a recipe's source preprocessing.
+
+    Entry points that take their config from the checkpoint then preprocess as
+    the source framework did (the "preprocessing" meta entry says it in full).
+    """
+    overrides = [(f"preprocess.{key}", list(preprocessing[key])) for key in ("mean", "std")
+                 if preprocessing.get(key) is not None]
+    if preprocessing.get("resize_mode"):
+        overrides.append(("preprocess.resize_mode", preprocessing["resize_mode"]))
+    if "letterbox_fill" in preprocessing:
+        overrides.append(("preprocess.letterbox_fill", preprocessing["letterbox_fill"]))
+    return overrides
+
+
 def recipe_config(recipe: Recipe, num_classes: int):
     """The resolved config a converted checkpoint records."""
     from src.config import load_config
     overrides = [("num_classes", num_classes), ("image_size", list(recipe.image_size))]
     overrides += [(f"net.{k}", v) for k, v in recipe.net_options.items()]
     overrides += list(recipe.config_overrides)
+    overrides += preprocess_overrides(recipe.preprocessing)
     return load_config(os.path.join(CONFIG_DIR, recipe.config_file), overrides=overrides)
 
 

@@ -46,7 +46,8 @@ class Recipe:
     net_options: Dict[str, object]
     image_size: Tuple[int, int]
     config_overrides: Tuple[Tuple[str, object], ...]
-    # Recorded in the checkpoint's "preprocessing" entry (the config has no keys for it):
+    # Recorded in the checkpoint's "preprocessing" entry and, as far as the zoo's
+    # pipeline does it, in its config's preprocess section (convert.preprocess_overrides):
     # mean/std RGB on the 0-255 scale and resize_mode as src.registry.Preprocessing
     # (None: shorter side to resize_shorter, centre crop), plus the letterbox fill.
     preprocessing: Dict[str, object]

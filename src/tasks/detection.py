@@ -19,8 +19,10 @@ from PIL import Image
 from src.coco_eval import STAT_NAMES, coco_evaluate
 from src.datasets.check import check_data_or_raise
 from src.datasets.coco import build_eval_dataset, build_train_dataset, reader_for
+from src.datasets.letterbox import decode_in_image
 from src.detections import to_coco_results
 from src.errors import ConfigError, DataError
+from src.preprocessing import describe, eval_preprocessing
 from src.registry import get_model_spec
 from src.tasks import Task
 
@@ -74,6 +76,8 @@ def evaluate(cfg, net, ctx=None, dataset=None, log=print):
     infer = export_network(cfg, net)
     infer.set_train(False)
     decode = get_model_spec(cfg.model).decode(cfg)
+    pre = eval_preprocessing(cfg)
+    log(describe(pre, cfg.image_size))
     detections, image_ids = [], []
     start = time.time()
     for image, image_size, image_id in dataset.create_tuple_iterator(num_epochs=1,
@@ -81,7 +85,8 @@ def evaluate(cfg, net, ctx=None, dataset=None, log=print):
         outputs = infer(ms.Tensor(image))
         outputs = [o.asnumpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
         for i, (width, height) in enumerate(image_size):
-            dets = decode([o[i] for o in outputs], float(width), float(height))
+            dets = decode_in_image(decode, [o[i] for o in outputs], width, height,
+                                   cfg.image_size, pre)
             detections += to_coco_results(int(image_id[i]), dets, reader.category_ids)
             image_ids.append(int(image_id[i]))
     seconds = max(time.time() - start, 1e-9)
@@ -155,6 +160,7 @@ def score_results(cfg, flags) -> int:
     hint = (f"the model must be exported with --image_size={height},{width} and "
             f"--num_classes={cfg.num_classes} (pass the values it was exported with)")
     decode = spec.decode(cfg)
+    pre = eval_preprocessing(cfg)
     detections, image_ids, unknown = [], [], 0
     for name in image_files(flags.img_path):
         if name not in id_of_file:
@@ -165,7 +171,7 @@ def score_results(cfg, flags) -> int:
                    for i, shape in enumerate(shapes)]
         with Image.open(os.path.join(flags.img_path, name)) as img:
             image_w, image_h = img.size
-        dets = decode(outputs, float(image_w), float(image_h))
+        dets = decode_in_image(decode, outputs, image_w, image_h, cfg.image_size, pre)
         detections += to_coco_results(id_of_file[name], dets, category_ids)
         image_ids.append(id_of_file[name])
     if not image_ids:
