@@ -666,3 +666,91 @@ def test_pth_conversion_does_not_need_torch(timm_files, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     tensors, meta = read_checkpoint(str(out))
     assert meta["model"] == "mobilenetv1" and "features.26.bn.moving_variance" in tensors
+
+
+# ----------------------------------------------------------------------------- letterbox in use
+
+def test_decode_in_image_maps_letterboxed_boxes_back():
+    from src.datasets.letterbox import decode_in_image
+    from src.detections import Detections
+    from src.registry import Preprocessing
+
+    seen = []
+
+    def decode(outputs, width, height):  # a box covering the image part of the canvas
+        seen.append((width, height))
+        return Detections(np.array([[0.0, 52.0, 416.0, 364.0]], np.float32),
+                          np.array([0.9], np.float32), np.array([3]))
+
+    dets = decode_in_image(decode, [], 640, 480, (416, 416), Preprocessing(resize_mode="letterbox"))
+    assert seen == [(416.0, 416.0)]  # decoded on the canvas
+    np.testing.assert_allclose(dets.boxes, [[0, 0, 640, 480]], atol=1e-4)
+    assert dets.classes.tolist() == [3]
+    plain = decode_in_image(decode, [], 640, 480, (416, 416), Preprocessing(resize_mode="stretch"))
+    assert seen[-1] == (640.0, 480.0) and plain.boxes.tolist() == [[0.0, 52.0, 416.0, 364.0]]
+
+
+def test_coco_letterbox_input_is_the_letterbox_normalised():
+    from src.datasets.coco import preprocess_for_inference
+    from src.registry import Preprocessing
+
+    image = np.random.default_rng(5).integers(0, 256, (60, 120, 3), np.uint8)
+    pre = Preprocessing(mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0), resize_mode="letterbox",
+                        letterbox_fill=0.5)
+    got = preprocess_for_inference(image, (64, 64), pre)
+    canvas = letterbox(image.astype(np.float32), (64, 64), 127.5)[0]
+    np.testing.assert_allclose(got, canvas.transpose(2, 0, 1) / 255.0, rtol=1e-6)
+    assert np.all(got[:, :16] == 0.5) and np.all(got[:, 48:] == 0.5)  # grey bands above/below
+
+
+@pytest.mark.slow
+def test_converted_yolov3_tiny_detects_and_evaluates_letterboxed_without_a_config(
+        yolo_weights, demo_data, tmp_path, capsys):
+    """No --config_path: the converted checkpoint's config gives the 416 letterbox, RGB/255."""
+    import shutil
+    converted = tmp_path / "yolov3_tiny_darknet.ckpt"
+    code, _, err = run_cli(["--source=darknet", "--model=yolov3_tiny", f"--input={yolo_weights}",
+                            f"--output={converted}"], capsys)
+    assert code == 0, err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((demo_data["coco"] / "val2017").glob("*.jpg"))[:2]:
+        shutil.copy(path, photos)
+    line = "preprocessing: letterbox to 416x416 (fill 0.5), mean [0, 0, 0], std [255, 255, 255]"
+
+    detect = subprocess.run([sys.executable, "detect.py", f"--checkpoint_path={converted}",
+                             f"--input={photos}", f"--output={tmp_path / 'out'}"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert detect.returncode == 0, detect.stdout[-2000:] + detect.stderr[-2000:]
+    assert line in detect.stdout
+    with open(tmp_path / "out" / "detections.json", encoding="utf-8") as f:
+        found = {r["file"]: r for r in json.load(f)}
+    assert sorted(found) == sorted(p.name for p in photos.iterdir())
+
+    # eval.py over the same two images: its boxes (score >= 0.001) hold detect.py's (>= 0.3).
+    ann = tmp_path / "ann.json"
+    with open(demo_data["coco"] / "annotations" / "instances_val2017.json", encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["images"] = [img for img in doc["images"] if img["file_name"] in found]
+    ids = {img["id"]: img["file_name"] for img in doc["images"]}
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in ids]
+    ann.write_text(json.dumps(doc), encoding="utf-8")
+    evaluate = subprocess.run([sys.executable, "eval.py", f"--checkpoint_path={converted}",
+                               f"--data.eval_dir={photos}", f"--data.eval_ann_file={ann}",
+                               f"--output_dir={tmp_path / 'eval'}", "--data.num_workers=1"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert evaluate.returncode == 0, evaluate.stdout[-2000:] + evaluate.stderr[-2000:]
+    assert line in evaluate.stdout and "mAP" in evaluate.stdout
+    predictions = next((tmp_path / "eval" / "predictions").glob("*.json"))
+    with open(predictions, encoding="utf-8") as f:
+        results = json.load(f)
+    compared = 0
+    for image_id, name in ids.items():
+        theirs = np.array([r["bbox"] for r in results if r["image_id"] == image_id], np.float64)
+        for record in found[name]["detections"]:
+            x, y, w, h = record["bbox"]
+            assert 0 <= x and x + w <= found[name]["width"] + 0.01
+            assert 0 <= y and y + h <= found[name]["height"] + 0.01
+            assert np.abs(theirs - [x, y, w, h]).max(axis=1).min() < 0.05, (name, record)
+            compared += 1
+    assert compared > 0
