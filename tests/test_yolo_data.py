@@ -268,3 +268,20 @@ def test_class_catalog_reads_the_eval_categories_through_the_reader_rules(demo_d
     ann.write_text(json.dumps(doc))
     with pytest.raises(DataError, match="instances_val2017.json: 1 duplicated category id"):
         class_catalog(coco_cfg(coco, num_classes=2))
+
+
+def test_training_batches_use_the_configs_normalisation(demo_data):
+    """A converted Darknet checkpoint fine-tunes on RGB/255 inputs, as its config says."""
+    from src.datasets.common import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+
+    def first_batch(**overrides):
+        cfg = coco_cfg(demo_data["coco"], **overrides)
+        data = detection.train_dataset(cfg, RunContext("CPU", 0), seed=1)
+        return next(data.create_tuple_iterator(num_epochs=1, output_numpy=True))[0]
+
+    imagenet = first_batch()
+    unit = first_batch(**{"preprocess.mean": [0, 0, 0], "preprocess.std": [255, 255, 255]})
+    mean = np.asarray(IMAGENET_MEAN_RGB, np.float32)[:, None, None]
+    std = np.asarray(IMAGENET_STD_RGB, np.float32)[:, None, None]
+    np.testing.assert_allclose(unit * 255.0, imagenet * std + mean, atol=1e-3)
+    assert unit.min() >= 0 and unit.max() <= 1 and imagenet.min() < 0

@@ -208,3 +208,32 @@ def test_nms_stopping_at_max_keep_gives_the_same_best_boxes():
     assert len(full) > 20 and len(capped) == 20
     np.testing.assert_array_equal(capped.boxes, full.boxes[:20])
     assert (np.diff(full.scores) <= 0).all()
+
+
+def test_postprocess_maps_letterboxed_predictions_back(tmp_path):
+    """With preprocess.resize_mode=letterbox the outputs are on the canvas: boxes go back through it."""
+    from src.datasets.letterbox import letterbox_geometry
+    images = [((200, 100), [([20, 10, 60, 40], 1)]), ((80, 160), [([10, 20, 30, 60], 1)])]
+    img_dir, ann_file = write_coco_set(tmp_path, images)
+    results = tmp_path / "result_Files"
+    results.mkdir()
+    for k, ((w, h), boxes) in enumerate(images, start=1):
+        scale, _, (pad_x, pad_y) = letterbox_geometry((h, w), (64, 64))
+        large = np.zeros((1, 2, 2, 3, 7), np.float32)
+        small = np.zeros((1, 4, 4, 3, 7), np.float32)
+        for slot, ((x, y, bw, bh), _) in enumerate(boxes):
+            cx, cy = (x + bw / 2) * scale + pad_x, (y + bh / 2) * scale + pad_y
+            small[0, 0, 0, slot, :5] = [cx / 64, cy / 64, bw * scale / 64, bh * scale / 64, 0.95]
+            small[0, 0, 0, slot, 5] = 0.9
+        large.tofile(results / f"{k:012d}_0.bin")
+        small.tofile(results / f"{k:012d}_1.bin")
+    base = [sys.executable, "postprocess.py", "--config_path=config/yolov3_tiny_coco.yaml",
+            f"--result_path={results}", f"--img_path={img_dir}", f"--ann_file={ann_file}",
+            "--image_size=64", "--num_classes=2", f"--output_dir={tmp_path / 'out'}"]
+    proc = subprocess.run(base + ["--preprocess.resize_mode=letterbox"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "mAP: 1.0000" in proc.stdout
+    proc = subprocess.run(base, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "mAP: 1.0000" not in proc.stdout  # read as a plain resize, the boxes are off

@@ -653,9 +653,11 @@ def class_catalog(cfg) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
 
 # ---------------------------------------------------------------- image operations
 
-def to_network_input(image: np.ndarray) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)`` -> ImageNet-normalised float32 ``(3, H, W)``."""
-    return ((image.astype(np.float32) - _MEAN) / _STD).transpose(2, 0, 1).copy()
+def to_network_input(image: np.ndarray, pre=None) -> np.ndarray:
+    """RGB ``(H, W, 3)`` -> float32 ``(3, H, W)`` normalised by ``pre``'s mean/std (else ImageNet's)."""
+    mean = _MEAN if pre is None or pre.mean is None else np.asarray(pre.mean, np.float32)
+    std = _STD if pre is None or pre.std is None else np.asarray(pre.std, np.float32)
+    return ((image.astype(np.float32) - mean) / std).transpose(2, 0, 1).copy()
 
 
 def preprocess_for_inference(image: np.ndarray, input_hw: Sequence[int],
@@ -665,18 +667,11 @@ def preprocess_for_inference(image: np.ndarray, input_hw: Sequence[int],
     ``pre`` (:func:`src.preprocessing.eval_preprocessing`) chooses a letterbox
     instead of the plain resize, and its mean/std replace ImageNet's.
     """
-    if pre is None or (pre.resize_mode != "letterbox" and pre.mean is None and pre.std is None):
-        size = (int(input_hw[1]), int(input_hw[0]))  # cv2 wants (width, height)
-        return to_network_input(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
-    mean = np.asarray(pre.mean if pre.mean is not None else IMAGENET_MEAN_RGB, np.float32)
-    std = np.asarray(pre.std if pre.std is not None else IMAGENET_STD_RGB, np.float32)
-    if pre.resize_mode == "letterbox":
-        canvas = letterbox(image.astype(np.float32), input_hw, pre.letterbox_fill * 255.0)[0]
-    else:
-        size = (int(input_hw[1]), int(input_hw[0]))
-        canvas = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    return ((canvas - mean) / std).transpose(2, 0, 1).copy()
-
+    if pre is not None and pre.resize_mode == "letterbox":
+        return to_network_input(letterbox(image.astype(np.float32), input_hw,
+                                          pre.letterbox_fill * 255.0)[0], pre)
+    size = (int(input_hw[1]), int(input_hw[0]))  # cv2 wants (width, height)
+    return to_network_input(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), pre)
 
 
 # ---------------------------------------------------------------- training batches
@@ -732,8 +727,10 @@ class TrainBatchSource:
 
     def __init__(self, reader: CocoDetectionReader, batch_size: int,
                  sizes: Sequence[Tuple[int, int]], size_interval: int, transform: Callable,
-                 make_targets: Callable, rank: int = 0, group_size: int = 1, seed: int = 0):
+                 make_targets: Callable, rank: int = 0, group_size: int = 1, seed: int = 0,
+                 pre=None):
         self.reader, self.batch_size = reader, int(batch_size)
+        self.pre = pre  # its mean/std normalise (training resizes by the transform)
         self.sizes, self.size_interval = list(sizes), int(size_interval)
         self.transform, self.make_targets = transform, make_targets
         self.rank, self.seed = int(rank), int(seed)
@@ -761,7 +758,8 @@ class TrainBatchSource:
         for index in self.indices[start:start + self.batch_size]:
             image, boxes = self.reader.load(int(index))
             image, boxes = self.transform(image, boxes, input_hw, rng)
-            sample = (to_network_input(image),) + tuple(self.make_targets(boxes, input_hw))
+            sample = ((to_network_input(image, self.pre),)
+                      + tuple(self.make_targets(boxes, input_hw)))
             columns = [[] for _ in sample] if columns is None else columns
             for column, value in zip(columns, sample):
                 column.append(value)
@@ -779,10 +777,11 @@ def build_train_dataset(cfg, make_targets: Callable, target_columns: Sequence[st
     (module-level functions, partials or dataclass instances) for data workers.
     """
     import mindspore.dataset as ds  # pylint: disable=import-outside-toplevel
+    from src.preprocessing import eval_preprocessing  # pylint: disable=C0415
     reader = reader_for(cfg, "train")
     source = TrainBatchSource(reader, cfg.batch_size, training_sizes(cfg),
                               cfg.detection.multi_scale_interval, transform or resize_sample,
-                              make_targets, rank, group_size, seed)
+                              make_targets, rank, group_size, seed, pre=eval_preprocessing(cfg))
     if len(source) == 0:
         raise DataError(f"the training split has {len(reader)} usable image(s) per "
                         f"{group_size} process(es): fewer than one batch of {cfg.batch_size}; "
