@@ -142,6 +142,12 @@ def test_darknet_yolov3_tiny_equals_opencv_heads_and_detections(yolo_weights, tm
     # In the config too, so entry points reading the checkpoint's config preprocess as Darknet.
     assert cfg["preprocess"] == {"mean": [0.0] * 3, "std": [255.0] * 3,
                                  "resize_mode": "letterbox", "letterbox_fill": 0.5}
+    from src.config import config_from_dict
+    from src.deploy.spec import app_flags, spec_from_config
+    spec = spec_from_config(config_from_dict(cfg))  # what export.py writes beside the export
+    assert spec["preprocess"]["resize_mode"] == "letterbox" and spec["preprocess"]["height"] == 416
+    assert {"--resize_mode=letterbox", "--letterbox_fill=0.5", "--mean=0.0,0.0,0.0",
+            "--std=255.0,255.0,255.0"} <= set(app_flags(spec))
 
     rng = np.random.default_rng(3)
     photo = cv2.GaussianBlur(rng.uniform(0, 1, (240, 320, 3)).astype(np.float32), (9, 9), 3)

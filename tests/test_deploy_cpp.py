@@ -123,6 +123,10 @@ PREPROCESS_CASES = {
     "letterbox 96x80, RGB/255 (Darknet COCO)": (
         "config/yolov3_tiny_coco.yaml", ["--image_size=96,80", "--preprocess.resize_mode=letterbox",
                                          "--preprocess.mean=0,0,0", "--preprocess.std=255,255,255"]),
+    "stretch to 64x96, mean=std=127.5 (ImageNet)": (
+        "config/mobilenetv1_imagenet.yaml", ["--image_size=64,96", "--preprocess.resize_mode=stretch",
+                                             "--preprocess.mean=127.5,127.5,127.5",
+                                             "--preprocess.std=127.5,127.5,127.5"]),
     "letterbox 64x96, grey 0.3 (ImageNet)": (
         "config/mobilenetv1_imagenet.yaml", ["--image_size=64,96", "--preprocess.resize_mode=letterbox",
                                              "--preprocess.letterbox_fill=0.3"]),
