@@ -235,12 +235,9 @@ CONTEXT_ALIASES: Dict[str, Dict[str, str]] = {
     "pre_trained": {**_CHECKPOINT_TO_READ, "*": "pretrained"},
     "pretrained": {**_CHECKPOINT_TO_READ, "*": "pretrained"},
     "pretrain_ckpt": {**_CHECKPOINT_TO_READ, "*": "pretrained"},
-    # Tiny-DarkNet's lr_init is its peak rate; VGG16's and MobileNetV1's the warmup start.
-    "lr_init": {"tinydarknet": "lr.base_lr", "*": "lr.init_lr"},
-    "label_smooth_factor": {"yolov3_tiny": "detection.label_smoothing",
-                            "*": "loss.label_smoothing"},
-    "has_bias": {"vgg16": "net.has_bias"}, "batch_norm": {"vgg16": "net.batch_norm"},
-    "pad_mode": {"vgg16": "net.pad_mode"},
+    # The warmup start for most models; a model's spec may read it otherwise (upstream_flags).
+    "lr_init": {"*": "lr.init_lr"},
+    "label_smooth_factor": {"*": "loss.label_smoothing"},
     "testing_shape": {"eval": "image_size", "export": "image_size", "detect": "image_size"},
 }
 
@@ -676,29 +673,28 @@ def _flatten(mapping: Dict[str, Any], prefix="") -> List[Tuple[str, Any]]:
     return items
 
 
-# Config file names of the upstream READMEs -> the shipped config that holds the same recipe.
-UPSTREAM_CONFIG_FILES = {
-    "imagenet_config.yaml": "config/tinydarknet_imagenet.yaml (Tiny-DarkNet)",
-    "imagenet_config_gpu.yaml": "config/tinydarknet_imagenet.yaml (Tiny-DarkNet, any device)",
-    "cifar10_config.yaml": "config/tinydarknet_cifar10.yaml (Tiny-DarkNet; VGG16: "
-                           "config/vgg16_cifar10.yaml)",
-    "cifar10_config_gpu.yaml": "config/tinydarknet_cifar10.yaml (Tiny-DarkNet, any device)",
-    "imagenet2012_config.yaml": "config/vgg16_imagenet.yaml (VGG16)",
-    "default_config_imagenet.yaml": "config/mobilenetv1_imagenet.yaml (MobileNetV1)",
-    "default_config.yaml": "config/yolov3_tiny_coco.yaml (YOLOv3-Tiny; MobileNetV1: "
-                           "config/mobilenetv1_cifar10.yaml)",
-    "base_config.yaml": "config/yolov3_tiny_coco.yaml (YOLOv3-Tiny)",
-}
+# Config file names of the upstream READMEs -> [(model title, shipped config with the same
+# recipe)], from each model's spec (``upstream_config_files``, see add_model_upstream).
+UPSTREAM_CONFIG_FILES: Dict[str, List[Tuple[str, str]]] = {}
+
+
+def _upstream_config_hint(path: str) -> Optional[str]:
+    """How to run upstream's config file ``path`` here (None: not an upstream name)."""
+    name = os.path.basename(path)
+    ours = UPSTREAM_CONFIG_FILES.get(name)
+    if not ours:
+        return None
+    listed = " or ".join(f"{config} ({title})" for title, config in ours)
+    target = ours[0][1] if len(ours) == 1 else "<one of them>"
+    return f"upstream's {name} is {listed} here: pass --config_path={target}"
 
 
 def read_yaml(path: str) -> Dict[str, Any]:
     """Load a config file with the safe YAML loader (no object construction)."""
     if not os.path.isfile(path):
-        ours = UPSTREAM_CONFIG_FILES.get(os.path.basename(path))
-        if ours:
-            raise ConfigError(f"config file {path!r} not found; upstream's "
-                              f"{os.path.basename(path)} is {ours} here: pass --config_path="
-                              f"{ours.split(' ')[0]}")
+        hint = _upstream_config_hint(path)
+        if hint:
+            raise ConfigError(f"config file {path!r} not found; {hint}")
         raise ConfigError(f"config file {path!r} not found; pass an existing file with "
                           f"--config_path (see config/ for the shipped ones)")
     try:
@@ -833,17 +829,18 @@ def _flag_text(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _as_bool(value, name: str) -> bool:
+def as_bool_flag(value, name: str) -> bool:
     try:
         return _coerce_scalar(value, bool, name, f"command line --{name}")
     except ConfigError:
         raise ConfigError(f"--{name} expects 0/1 or true/false, got {show(value)}") from None
 
 
-def _vgg16_only(name: str, ctx) -> None:
-    if ctx["model"] not in (None, "vgg16"):
-        raise ConfigError(f"--{name} is an option of upstream VGG16 only (the config's model is "
-                          f"{ctx['model']!r}); use a vgg16 config")
+def model_only(name: str, owner: str, ctx) -> None:
+    """ConfigError unless the config's model (if known) is ``owner``, whose upstream has --name."""
+    if ctx["model"] not in (None, owner):
+        raise ConfigError(f"--{name} is an option of upstream {MODEL_TITLES.get(owner, owner)} "
+                          f"only (the config's model is {ctx['model']!r}); use a {owner} config")
 
 
 def _training_shape(value, ctx):
@@ -853,38 +850,7 @@ def _training_shape(value, ctx):
 
 def _is_save_on_master(value, ctx):
     """`--checkpoint.save_on_all_ranks=<not v>`"""
-    return [("checkpoint.save_on_all_ranks", not _as_bool(value, "is_save_on_master"))]
-
-
-def _has_dropout(value, ctx):
-    """VGG16: `--net.dropout=0.5` (True) or `0.0` (False)"""
-    _vgg16_only("has_dropout", ctx)
-    return [("net.dropout", 0.5 if _as_bool(value, "has_dropout") else 0.0)]
-
-
-_INIT_MODES = {"xavieruniform": "xavier_uniform", "kaimingnormal": "kaiming_normal",
-               "kaiminguniform": "kaiming_uniform", "normal": "normal",
-               "truncatednormal": "truncated_normal"}
-
-
-def _initialize_mode(value, ctx):
-    """VGG16: `--net.weight_init=xavier_uniform` (XavierUniform) / `kaiming_normal` (KaimingNormal)"""
-    _vgg16_only("initialize_mode", ctx)
-    mode = _INIT_MODES.get(str(value).replace("_", "").lower())
-    if mode is None:
-        raise ConfigError(f"--initialize_mode={show(value)[1:-1]} is not an upstream VGG16 mode; "
-                          f"use XavierUniform or KaimingNormal (or --net.weight_init=<scheme>)")
-    return [("net.weight_init", mode)]
-
-
-def _padding(value, ctx):
-    """VGG16: `--net.pad_mode=same` (0) or `pad` (1)"""
-    _vgg16_only("padding", ctx)
-    modes = {"0": "same", "1": "pad"}
-    if str(value) not in modes:
-        raise ConfigError(f"--padding={show(value)[1:-1]}: upstream VGG16 used padding 0 with "
-                          f"pad_mode same and 1 with pad_mode pad; pass --padding=0 or --padding=1")
-    return [("net.pad_mode", modes[str(value)])]
+    return [("checkpoint.save_on_all_ranks", not as_bool_flag(value, "is_save_on_master"))]
 
 
 def _image_side(index):
@@ -898,7 +864,7 @@ def _label_smooth(name):
     def translate(value, ctx):
         """0: label smoothing off (the model's smoothing key = 0); 1: with `--label_smooth_factor`"""
         key = context_key("label_smooth_factor", ctx["entry"], ctx["model"])
-        if not _as_bool(value, name):
+        if not as_bool_flag(value, name):
             return [(key, 0.0)]
         if "label_smooth_factor" not in ctx["names"]:
             raise ConfigError(f"--{name}={value} switches label smoothing on; give its strength "
@@ -908,16 +874,18 @@ def _label_smooth(name):
 
 
 def _ckpt_interval(value, ctx):
-    """`--checkpoint.save_every_epochs` (VGG16 counted epochs; -1: every epoch; YOLO's steps: refused)"""
+    """`--checkpoint.save_every_epochs` (-1: every epoch; refused where upstream counted steps)"""
     try:
         interval = int(str(value))
     except ValueError:
         raise ConfigError(f"--ckpt_interval expects a whole number, got {show(value)}") from None
     if interval <= 0:
         return [("checkpoint.save_every_epochs", 1)]
-    if ctx["model"] != "yolov3_tiny":
+    unit = CKPT_INTERVAL_UNITS.get(ctx["model"], "epochs")
+    if unit == "epochs":
         return [("checkpoint.save_every_epochs", interval)]
-    raise ConfigError(f"--ckpt_interval={interval}: upstream YOLOv3-Tiny counted steps; this "
+    raise ConfigError(f"--ckpt_interval={interval}: upstream "
+                      f"{MODEL_TITLES.get(ctx['model'], ctx['model'])} counted {unit}; this "
                       f"project saves every N epochs: pass --checkpoint.save_every_epochs=N")
 
 
@@ -934,15 +902,17 @@ def _export_file(fmt):
 SEED_TRANSLATIONS = {
     "training_shape": _training_shape,
     "is_save_on_master": _is_save_on_master,
-    "has_dropout": _has_dropout,
-    "initialize_mode": _initialize_mode,
-    "padding": _padding,
     "image_height": _image_side(0), "image_width": _image_side(1),
     "label_smooth": _label_smooth("label_smooth"),
     "use_label_smooth": _label_smooth("use_label_smooth"),
     "onnx_filename": _export_file("ONNX"), "air_filename": _export_file("AIR"),
     "ckpt_interval": _ckpt_interval,
-}
+}  # plus each model's own (``upstream_translations`` of its spec, see add_model_upstream)
+# Filled from the specs by add_model_upstream: translations only one model's upstream had
+# (flag -> model), each model's title in messages, and what its upstream --ckpt_interval counted.
+MODEL_ONLY_FLAGS: Dict[str, str] = {}
+MODEL_TITLES: Dict[str, str] = {}
+CKPT_INTERVAL_UNITS: Dict[str, str] = {}
 
 # Upstream keys with no equivalent: what to do instead.
 NO_EQUIVALENT = {
@@ -1104,6 +1074,40 @@ def add_config_aliases(aliases: Dict[str, str], owner: str) -> None:
     if clash:
         raise RuntimeError(f"model {owner!r}: flag aliases {clash} are already defined")
     FLAG_ALIASES.update(aliases)
+
+
+def add_model_upstream(spec, owner: str) -> None:
+    """Register what a model's spec says about its upstream's flags and config files.
+
+    ``upstream_flags`` ({flag: dotted key}) are read for this model before the
+    generic meaning (:data:`CONTEXT_ALIASES`); ``upstream_translations``
+    ({flag: f(value, ctx)}) are refused for other models; ``upstream_config_files``
+    ({upstream file name: shipped config}) answer a missing ``--config_path``.
+    """
+    MODEL_TITLES[owner] = spec.title
+    CKPT_INTERVAL_UNITS[owner] = spec.upstream_ckpt_interval_unit
+    for flag, dotted in spec.upstream_flags.items():
+        if flag in FLAG_ALIASES or owner in CONTEXT_ALIASES.get(flag, {}):
+            raise RuntimeError(f"model {owner!r}: upstream flag {flag!r} is already defined")
+        table = CONTEXT_ALIASES.get(flag, {})
+        # the models' meanings first, the generic one ("*") last (alias_table keeps the order)
+        CONTEXT_ALIASES[flag] = {**{c: k for c, k in table.items() if c != "*"}, owner: dotted,
+                                 **({"*": table["*"]} if "*" in table else {})}
+    for flag, translate in spec.upstream_translations.items():
+        if flag in SEED_TRANSLATIONS or flag in FLAG_ALIASES or flag in CONTEXT_ALIASES:
+            raise RuntimeError(f"model {owner!r}: upstream flag {flag!r} is already defined")
+        SEED_TRANSLATIONS[flag] = _model_only_translation(flag, owner, translate)
+        MODEL_ONLY_FLAGS[flag] = owner
+    for name, config in spec.upstream_config_files.items():
+        UPSTREAM_CONFIG_FILES.setdefault(name, []).append((spec.title, config))
+
+
+def _model_only_translation(flag: str, owner: str, translate):
+    def checked(value, ctx):
+        model_only(flag, owner, ctx)
+        return translate(value, ctx)
+    checked.__doc__ = translate.__doc__
+    return checked
 
 
 def config_from_dict(values: Dict[str, Any]) -> Config:

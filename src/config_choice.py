@@ -18,8 +18,8 @@ import os
 import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from src.config import (CONTEXT_ALIASES, ENTRY_POINTS, PATH_KEYS, SCHEMA, SEED_TRANSLATIONS, Key,
-                        Config, means_none, parse_overrides, read_yaml, show, split_flags)
+from src.config import (CONTEXT_ALIASES, ENTRY_POINTS, MODEL_ONLY_FLAGS, PATH_KEYS, SCHEMA,
+                        SEED_TRANSLATIONS, Key, Config, means_none, parse_overrides, read_yaml, show, split_flags)
 from src.errors import CheckpointError, ConfigError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
@@ -55,9 +55,7 @@ def _implied_models(flag_names: Sequence[str], dotted: Sequence[str]) -> List[st
         table = CONTEXT_ALIASES.get(name, {})
         if table and "*" not in table:
             models.update(c for c in table if c not in ENTRY_POINTS)
-    for name in ("has_dropout", "initialize_mode", "padding"):
-        if name in flag_names:
-            models.add("vgg16")
+    models.update(MODEL_ONLY_FLAGS[name] for name in flag_names if name in MODEL_ONLY_FLAGS)
     if "training_shape" in flag_names or any(k.startswith("detection.") for k in dotted):
         models.add("yolov3_tiny")
     return sorted(models)

@@ -80,6 +80,16 @@ class ModelSpec:
             same arguments as :func:`src.train_epoch.default_progress_line`.
         config_section: ``{section: {key: src.config.Key}}`` added to the config schema.
         config_aliases: ``{flag: dotted key}`` spellings of its keys (upstream's flags).
+        title: the model's name in messages (upstream's spelling); None: ``name``.
+        upstream_flags: ``{flag: dotted key}``: this model's meaning of an upstream flag that
+            other models read otherwise, or that only this model's upstream has.
+        upstream_translations: ``{flag: f(value text, ctx) -> [(dotted key, value)]}``:
+            flags only this model's upstream has, with no plain equivalent (docstring: the
+            README's description); refused for other models.
+        upstream_ckpt_interval_unit: what upstream's ``--ckpt_interval`` counted
+            (``"epochs"``, or e.g. ``"steps"``: then refused, the project saves per epoch).
+        upstream_config_files: ``{upstream config file name: shipped config}`` (a missing
+            ``--config_path`` of upstream's name says which to pass).
         default_config: the YAML (relative to the repository) of the model's main recipe.
         detect_defaults: ``(dotted key, value)`` defaults of detect.py for this model.
         input_multiple: image height and width must be multiples of this (an int, or a
@@ -92,7 +102,9 @@ class ModelSpec:
     def __init__(self, name: str, task: str, builder, *, loss=None, targets=None,
                  augmentation=None, deploy=None, output_layout=None, decode=None,
                  preprocessing=None, progress_line=None, config_section: Dict = None,
-                 config_aliases: Dict = None,
+                 config_aliases: Dict = None, title: str = None, upstream_flags: Dict = None,
+                 upstream_translations: Dict = None, upstream_ckpt_interval_unit: str = "epochs",
+                 upstream_config_files: Dict = None,
                  default_config: str = None, detect_defaults: Sequence = (),
                  input_multiple=1):
         if task not in task_names():
@@ -104,6 +116,11 @@ class ModelSpec:
         self.task = task
         self.config_section = dict(config_section or {})
         self.config_aliases = dict(config_aliases or {})
+        self.title = title or name
+        self.upstream_flags = dict(upstream_flags or {})
+        self.upstream_translations = dict(upstream_translations or {})
+        self.upstream_ckpt_interval_unit = upstream_ckpt_interval_unit
+        self.upstream_config_files = dict(upstream_config_files or {})
         self.default_config = default_config
         self.detect_defaults = tuple(detect_defaults)
         self._refs = {"builder": builder, "loss": loss, "targets": targets,
@@ -162,10 +179,11 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     if spec.name in _REGISTRY:
         raise RuntimeError(f"model {spec.name!r} registered twice")
     from src.config import (  # pylint: disable=import-outside-toplevel
-        add_config_aliases, add_config_section)
+        add_config_aliases, add_config_section, add_model_upstream)
     for section, keys in spec.config_section.items():
         add_config_section(section, keys, owner=spec.name)
     add_config_aliases(spec.config_aliases, owner=spec.name)
+    add_model_upstream(spec, owner=spec.name)
     _REGISTRY[spec.name] = spec
     return spec
 

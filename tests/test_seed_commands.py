@@ -8,6 +8,7 @@ resolved config is compared with what the seed says the command does.
 """
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import yaml
 import src  # noqa: F401  (must precede mindspore: sets the oneDNN env var)
 from src.cli import run_main
 from src.config import load_config
+from src.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -421,3 +423,19 @@ def test_readme_alias_table_is_the_generated_one():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     block = text.split("<!-- alias-table:start -->\n")[1].split("\n<!-- alias-table:end -->")[0]
     assert block == alias_table(), "README's alias table is stale: paste src.config.alias_table()"
+
+
+@pytest.mark.parametrize("name, configs", [
+    ("default_config.yaml", ["config/mobilenetv1_cifar10.yaml", "config/yolov3_tiny_coco.yaml"]),
+    ("cifar10_config.yaml", ["config/tinydarknet_cifar10.yaml", "config/vgg16_cifar10.yaml"]),
+    ("imagenet2012_config.yaml", ["config/vgg16_imagenet.yaml"]),
+])
+def test_upstream_config_file_names_every_model_spec_that_claims_it(name, configs):
+    """The specs' upstream_config_files: a name several upstreams used lists each model's config."""
+    from src.config import read_yaml
+    with pytest.raises(ConfigError) as caught:
+        read_yaml(f"./config/{name}")
+    message = str(caught.value)
+    assert all(c in message for c in configs), message
+    assert all(os.path.isfile(REPO / c) for c in configs)
+    assert (f"--config_path={configs[0]}" in message) == (len(configs) == 1), message

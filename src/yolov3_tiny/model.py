@@ -72,6 +72,11 @@ SPEC = register_model(ModelSpec(
     config_aliases={"nms_thresh": "detection.nms_iou",
                     "eval_ignore_threshold": "detection.score_threshold",
                     "resize_rate": "detection.multi_scale_interval"},
+    title="YOLOv3-Tiny",
+    upstream_flags={"label_smooth_factor": "detection.label_smoothing"},
+    upstream_ckpt_interval_unit="steps",
+    upstream_config_files={"default_config.yaml": "config/yolov3_tiny_coco.yaml",
+                           "base_config.yaml": "config/yolov3_tiny_coco.yaml"},
     default_config="config/yolov3_tiny_coco.yaml",
     # The demo draws boxes worth looking at; evaluation keeps 0.001 for the mAP.
     detect_defaults=(("detection.score_threshold", 0.3),)))
