@@ -26,7 +26,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 DEMO_NAME = "demo.yaml"
 # Keys that change what a trained network computes: a checkpoint fixes them.
 RESULT_KEYS = ("model", "num_classes", "image_size", "net", "data.resize_eval",
-               "data.square_resize_eval")
+               "data.square_resize_eval", "preprocess")
 # Keys that say which data, model, dataset, device or checkpoint a command is about.
 NAMING_KEYS = ("model", "dataset", "device_target", "device_id", "checkpoint_path", "pretrained",
                "resume", "data.dir", "data.train_dir", "data.eval_dir", "data.train_ann_file",

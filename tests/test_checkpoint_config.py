@@ -51,6 +51,7 @@ def test_eval_without_config_uses_the_checkpoints(trained, tmp_path):
     (["--num_classes=12"], ["num_classes=10", "12", "--num_classes=10"]),
     (["--net.weight_init=normal"], ["net=", "weight_init"]),
     (["--data.resize_eval=40"], ["data.resize_eval"]),
+    (["--preprocess.resize_mode=letterbox"], ["made with preprocess=", "letterbox"]),
 ])
 def test_eval_refuses_flags_contradicting_the_checkpoint(trained, tmp_path, args, needles):
     ckpt, data = trained
