@@ -236,6 +236,71 @@ def test_app_usage_and_input_errors(app, tmp_path):
     assert proc.returncode == 1 and "same stem 'x'" in proc.stderr
 
 
+def test_app_refuses_a_zero_std(app, tmp_path):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.jpg")
+    for flag in ("--std=0,0,0", "--std=58.4,0,57.4", "--std=nan,1,1", "--mean=inf,0,0"):
+        proc = run_app(app, "--backend=none", f"--dataset_path={tmp_path / 'in'}", flag,
+                       f"--dump_inputs={tmp_path / 'd'}")
+        assert proc.returncode == 2, (flag, proc.stderr)
+        assert proc.stderr.splitlines()[0].startswith(
+            "main: error: --mean and --std must be finite and --std non-zero, got --mean="), flag
+        assert not (tmp_path / "d").exists()
+
+
+def test_app_refuses_non_finite_outputs_and_keeps_nothing_of_the_run(app, tmp_path):
+    from tests.test_non_finite import div_by_itself_onnx
+    model = tmp_path / "div.onnx"
+    div_by_itself_onnx(model, 4)
+    (tmp_path / "in").mkdir()
+    for stem, value in (("a", 1.0), ("b", 0.0), ("c", 0.0), ("d", 2.0)):
+        np.full((3, 4, 4), value, np.float32).tofile(tmp_path / "in" / f"{stem}.bin")
+    out = tmp_path / "out"
+    args = ("--backend=cpu", f"--model_path={model}", f"--dataset_path={tmp_path / 'in'}",
+            "--input_format=bin", "--image_height=4", "--image_width=4", f"--output_dir={out}")
+    proc = run_app(app, *args)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"main: error: the model gave NaN or Inf outputs for 2 of 4 input(s), first "
+        f"'{tmp_path / 'in' / 'b.bin'}'; no result files were kept (check --mean/--std and the "
+        f"export: does python infer.py give finite outputs?)"]
+    assert not list((out / "result_Files").iterdir())
+    assert not (out / "time_Result" / "test_perform_static.txt").exists()
+
+    for stem in ("b", "c"):  # finite again: every result written
+        np.full((3, 4, 4), 3.0, np.float32).tofile(tmp_path / "in" / f"{stem}.bin")
+    proc = run_app(app, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (out / "result_Files").iterdir()) == [
+        "a_0.bin", "b_0.bin", "c_0.bin", "d_0.bin"]
+
+
+def test_app_refuses_an_image_size_its_export_spec_contradicts(app, tmp_path):
+    """A 4x4 export (its <model>.json says so) run at 8x8 is refused before any output;
+    OpenCV would run this size-agnostic graph at any size."""
+    import json
+    from tests.test_non_finite import div_by_itself_onnx
+    model = tmp_path / "div.onnx"
+    div_by_itself_onnx(model, 4)
+    (tmp_path / "div.onnx.json").write_text(json.dumps({"image_size": [4, 4]}, indent=2))
+    (tmp_path / "in").mkdir()
+    np.ones((3, 8, 8), np.float32).tofile(tmp_path / "in" / "a.bin")
+    out = tmp_path / "out"
+    proc = run_app(app, "--backend=cpu", f"--model_path={model}", f"--dataset_path={tmp_path / 'in'}",
+                   "--input_format=bin", "--image_height=8", "--image_width=8", f"--output_dir={out}")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"main: error: '{model}' was exported for 4x4 inputs (its .json spec) but --image_height/"
+        f"--image_width give 8x8; pass --image_height=4 --image_width=4 (run_infer_310.sh takes "
+        f"them from the spec)"]
+    assert not out.exists()
+    # The matching size runs (4x4 inputs).
+    np.ones((3, 4, 4), np.float32).tofile(tmp_path / "in" / "a.bin")
+    proc = run_app(app, "--backend=cpu", f"--model_path={model}", f"--dataset_path={tmp_path / 'in'}",
+                   "--input_format=bin", "--image_height=4", "--image_width=4", f"--output_dir={out}")
+    assert proc.returncode == 0, proc.stderr
+
+
 # --------------------------------------------------------------------------- the script
 
 def run_script(*args, cwd, env=None):

@@ -80,13 +80,20 @@ void WriteFloats(const std::string &path, const std::vector<float> &values);
 // them) and <output_dir>/time_Result.
 void PrepareOutputDirs(const std::string &output_dir);
 
-// <output_dir>/result_Files/<stem>_<index>.bin
-void WriteResult(const std::string &output_dir, const std::string &stem, size_t index,
+// <output_dir>/result_Files/<stem>_<index>.bin; returns that path.
+std::string WriteResult(const std::string &output_dir, const std::string &stem, size_t index,
                  const std::vector<float> &values);
 
 // <output_dir>/time_Result/test_perform_static.txt:
 // "NN inference cost average time: X ms of infer_count N"
 std::string WriteTiming(const std::string &output_dir, double average_ms, size_t count);
+
+// How many of `values` are NaN or infinite.
+size_t CountNonFinite(const std::vector<float> &values);
+
+// The network input size ("image_size": [H, W]) of the deploy spec export.py
+// writes beside the model as <model_path>.json; false when there is no spec.
+bool ReadSpecImageSize(const std::string &model_path, int *height, int *width);
 
 // IEEE half -> float, for backends whose outputs are float16.
 float HalfToFloat(uint16_t half);

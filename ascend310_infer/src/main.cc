@@ -8,8 +8,11 @@
 // transforms, or a preprocessed float32 .bin as-is), runs the model, and
 // writes result_Files/<stem>_<i>.bin per output; the average inference time
 // goes to time_Result/test_perform_static.txt. scripts/run_infer_310.sh
-// derives the preprocessing flags from the export's .json spec.
+// derives the preprocessing flags from the export's .json spec; an image size
+// that contradicts that spec is refused, and so is a run whose outputs hold
+// NaN/Inf (none of its result files are kept).
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -23,6 +26,16 @@
 
 namespace {
 
+std::string JoinFloats(const std::vector<float> &values) {
+  std::string text;
+  for (float value : values) {
+    char number[32];
+    std::snprintf(number, sizeof(number), "%g", value);
+    text += (text.empty() ? "" : ",") + std::string(number);
+  }
+  return text;
+}
+
 const char kUsage[] =
     "usage: main --backend=cpu|ascend310|none --model_path=FILE --dataset_path=DIR [flags]\n"
     "\n"
@@ -32,10 +45,10 @@ const char kUsage[] =
     "  --model_path=FILE      exported model (--mindir_path is accepted too)\n"
     "  --dataset_path=DIR     images or .bin tensors, flat or in class sub-folders\n"
     "  --input_format=image|bin   decode images, or feed float32 CHW .bin files as-is (default image)\n"
-    "  --image_height=224 --image_width=224   network input size\n"
+    "  --image_height=224 --image_width=224   network input size (must equal <model_path>.json's image_size)\n"
     "  --resize=256 --resize_mode=shorter|square|stretch|letterbox|none   eval resize before the center crop\n"
     "  --letterbox_fill=0.5   letterbox padding as a fraction of 255, before mean/std\n"
-    "  --mean=R,G,B --std=R,G,B   normalisation on the 0-255 scale (default ImageNet)\n"
+    "  --mean=R,G,B --std=R,G,B   normalisation on the 0-255 scale (default ImageNet; std non-zero)\n"
     "  --extensions=.JPEG,.jpg,...   image file endings (case-sensitive)\n"
     "  --device_id=0          Ascend device\n"
     "  --num_threads=0        CPU threads for OpenCV (0 = OpenCV's default)\n"
@@ -104,6 +117,22 @@ int Run(const zoo::Flags &flags) {
   if (options.height <= 0 || options.width <= 0 || options.resize <= 0) {
     throw zoo::UsageError("--image_height, --image_width and --resize must be positive");
   }
+  for (size_t c = 0; c < 3; ++c) {
+    // A zero std divides every pixel by zero: NaN/Inf inputs, then NaN results.
+    if (options.std[c] == 0.0f || !std::isfinite(options.std[c]) || !std::isfinite(options.mean[c])) {
+      throw zoo::UsageError("--mean and --std must be finite and --std non-zero, got --mean=" +
+                            JoinFloats(options.mean) + " --std=" + JoinFloats(options.std));
+    }
+  }
+  int spec_height = 0, spec_width = 0;
+  if (backend_name != "none" && zoo::ReadSpecImageSize(model_path, &spec_height, &spec_width) &&
+      (spec_height != options.height || spec_width != options.width)) {
+    throw std::runtime_error("'" + model_path + "' was exported for " + std::to_string(spec_height) + "x" +
+                             std::to_string(spec_width) + " inputs (its .json spec) but --image_height/--image_width "
+                             "give " + std::to_string(options.height) + "x" + std::to_string(options.width) +
+                             "; pass --image_height=" + std::to_string(spec_height) +
+                             " --image_width=" + std::to_string(spec_width) + " (run_infer_310.sh takes them from the spec)");
+  }
   std::vector<std::string> extensions =
       input_format == "bin" ? std::vector<std::string>{".bin"}
                             : (flags.Has("extensions") ? zoo::SplitList(flags.Get("extensions"), ',') : kDefaultExtensions);
@@ -117,6 +146,11 @@ int Run(const zoo::Flags &flags) {
   const size_t count = static_cast<size_t>(3) * options.height * options.width;
   double total_ms = 0.0;
   std::vector<std::vector<float>> outputs;
+  // Non-finite outputs are never written; if any input gives one, the files this
+  // run wrote are removed too, so postprocess cannot score a partial folder.
+  std::vector<std::string> written;
+  size_t non_finite_inputs = 0;
+  std::string first_non_finite;
   for (const zoo::InputFile &input : inputs) {
     std::vector<float> tensor = input_format == "bin" ? zoo::LoadBinTensor(input.path, count)
                                                       : zoo::LoadImageTensor(input.path, options);
@@ -129,7 +163,20 @@ int Run(const zoo::Flags &flags) {
       throw std::runtime_error(std::string(e.what()) + " [input '" + input.path + "']");
     }
     total_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    for (size_t i = 0; i < outputs.size(); ++i) zoo::WriteResult(output_dir, input.stem, i, outputs[i]);
+    size_t non_finite = 0;
+    for (const std::vector<float> &output : outputs) non_finite += zoo::CountNonFinite(output);
+    if (non_finite > 0) {
+      if (non_finite_inputs++ == 0) first_non_finite = input.path;
+      continue;
+    }
+    for (size_t i = 0; i < outputs.size(); ++i) written.push_back(zoo::WriteResult(output_dir, input.stem, i, outputs[i]));
+  }
+  if (non_finite_inputs > 0) {
+    for (const std::string &path : written) std::filesystem::remove(path);
+    throw std::runtime_error("the model gave NaN or Inf outputs for " + std::to_string(non_finite_inputs) + " of " +
+                             std::to_string(inputs.size()) + " input(s), first '" + first_non_finite +
+                             "'; no result files were kept (check --mean/--std and the export: "
+                             "does python infer.py give finite outputs?)");
   }
   if (!backend) {
     std::printf("wrote %zu preprocessed inputs to %s\n", inputs.size(), dump_dir.c_str());

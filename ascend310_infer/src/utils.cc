@@ -291,10 +291,40 @@ void PrepareOutputDirs(const std::string &output_dir) {
   }
 }
 
-void WriteResult(const std::string &output_dir, const std::string &stem, size_t index,
-                 const std::vector<float> &values) {
+std::string WriteResult(const std::string &output_dir, const std::string &stem, size_t index,
+                        const std::vector<float> &values) {
   const fs::path path = fs::path(output_dir) / "result_Files" / (stem + "_" + std::to_string(index) + ".bin");
   WriteFloats(path.string(), values);
+  return path.string();
+}
+
+size_t CountNonFinite(const std::vector<float> &values) {
+  return static_cast<size_t>(std::count_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); }));
+}
+
+bool ReadSpecImageSize(const std::string &model_path, int *height, int *width) {
+  const std::string spec_path = model_path + ".json";
+  std::ifstream in(spec_path);
+  if (!in) return false;
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string spec = text.str();
+  // export.py writes "image_size": [H, W] (json.dumps); no JSON library needed for two integers.
+  const size_t key = spec.find("\"image_size\"");
+  const size_t open = key == std::string::npos ? key : spec.find('[', key);
+  if (open == std::string::npos) throw std::runtime_error("deploy spec '" + spec_path + "' has no \"image_size\": [H, W]");
+  const char *cursor = spec.c_str() + open + 1;
+  char *end = nullptr;
+  const long h = std::strtol(cursor, &end, 10);
+  while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t' || *end == ',') ++end;
+  const char *after_h = end;
+  const long w = std::strtol(after_h, &end, 10);
+  if (end == after_h || h <= 0 || w <= 0) {
+    throw std::runtime_error("deploy spec '" + spec_path + "' has an unreadable \"image_size\" (expected [H, W])");
+  }
+  *height = static_cast<int>(h);
+  *width = static_cast<int>(w);
+  return true;
 }
 
 std::string WriteTiming(const std::string &output_dir, double average_ms, size_t count) {

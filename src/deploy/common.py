@@ -29,6 +29,12 @@ class DeployError(ZooError):
     """Missing or inconsistent deploy inputs (model, data, result or label files)."""
 
 
+# What to check when deployed outputs are NaN/Inf (infer.py and both tasks' postprocess).
+NON_FINITE_RESULTS_FIX = ("check the inference's normalisation (no zero --std) and the export "
+                          "(does python infer.py on it give finite outputs?), then run the "
+                          "inference again")
+
+
 def file_stem(name: str) -> str:
     """``a/b/ILSVRC2012_val_00000001.JPEG`` -> ``ILSVRC2012_val_00000001``."""
     return os.path.splitext(os.path.basename(name))[0]

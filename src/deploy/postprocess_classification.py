@@ -7,7 +7,7 @@
 Every labelled image must have a result file ``<stem>_0.bin`` holding exactly
 ``num_classes`` float32 logits, and every result file must have a label: any
 mismatch stops with an error naming the file, so a partial or mixed-up run never
-prints an accuracy. Top-k is eval.py's function (:func:`src.metrics.top_k_counts`),
+prints an accuracy; so do NaN/Inf logits (the count and the first file). Top-k is eval.py's function (:func:`src.metrics.top_k_counts`),
 so both report the same numbers for the same logits.
 """
 import argparse
@@ -17,8 +17,10 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from src.deploy.common import DeployError, read_label_file, scan_result_files
+from src.deploy.common import (NON_FINITE_RESULTS_FIX, DeployError, read_label_file,
+                               scan_result_files)
 from src.metrics import top_k_counts
+from src.utils.finite import NonFiniteTally
 
 
 def load_logits(result_dir: str, labels: Dict[str, int], num_classes: int) -> Dict[str, np.ndarray]:
@@ -41,6 +43,7 @@ def load_logits(result_dir: str, labels: Dict[str, int], num_classes: int) -> Di
                           f"stem ('<stem> <class-index>' lines)")
     expected = num_classes * 4
     logits = {}
+    tally = NonFiniteTally("result file(s)")
     for stem in sorted(labels):
         path = results[stem][0]
         size = os.path.getsize(path)
@@ -49,6 +52,8 @@ def load_logits(result_dir: str, labels: Dict[str, int], num_classes: int) -> Di
                               f"logits take {expected}: wrong num_classes, or a model exported "
                               f"with batch > 1?")
         logits[stem] = np.fromfile(path, dtype=np.float32)
+        tally.check(repr(path), logits[stem])
+    tally.raise_if_any("nothing was scored", NON_FINITE_RESULTS_FIX)
     return logits
 
 

@@ -8,7 +8,9 @@ export for it), MINDIR files on MindSpore (CPU or GPU). Inputs are made with the
 training code's eval transforms (:mod:`src.deploy.inputs`); outputs go to
 ``<output_path>/result_Files/<stem>_<i>.bin`` and the timing summary to
 ``<output_path>/time_Result/test_perform_static.txt``, exactly as the C++ app
-writes them, so ``postprocess.py`` reads either.
+writes them, so ``postprocess.py`` reads either. An input whose outputs hold NaN
+or Inf stops the run after the last input: nothing of this run is kept (no result
+or timing file) and the error gives the count and the first input.
 """
 import argparse
 import os
@@ -18,10 +20,11 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from src.deploy.common import (DeployError, prepare_output_dirs, result_path, timing_line,
-                               write_timing)
+from src.deploy.common import (NON_FINITE_RESULTS_FIX, DeployError, prepare_output_dirs,
+                               result_path, timing_line, write_timing)
 from src.deploy.inputs import iter_network_inputs
 from src.deploy.spec import load_spec
+from src.utils.finite import NonFiniteTally
 
 
 # Preferred export when --model_file names an export without its extension:
@@ -72,6 +75,9 @@ def run_inference(model_file: str, data_path: str, spec: Dict, output_path: str 
     model = open_model(model_file, device_target, device_id, num_threads)
     result_dir, time_dir = prepare_output_dirs(output_path)
     total_ms, count = 0.0, 0
+    # NaN/Inf outputs are never written; if any input gives them, the files this run
+    # wrote are removed as well, so postprocess cannot score a partial folder.
+    written, tally = [], NonFiniteTally("input(s)")
     for stem, array in iter_network_inputs(spec, data_path):
         batch = array[None]
         start = time.perf_counter()
@@ -82,10 +88,16 @@ def run_inference(model_file: str, data_path: str, spec: Dict, output_path: str 
                               f"{str(exc).splitlines()[0]}; was the model exported with "
                               f"batch 1 and image_size {spec['image_size']}?") from None
         total_ms += (time.perf_counter() - start) * 1000.0
-        for index, output in enumerate(outputs):
-            np.ascontiguousarray(output, dtype=np.float32).tofile(
-                result_path(result_dir, stem, index))
         count += 1
+        if not tally.check(repr(stem), *outputs):
+            continue
+        for index, output in enumerate(outputs):
+            written.append(result_path(result_dir, stem, index))
+            np.ascontiguousarray(output, dtype=np.float32).tofile(written[-1])
+    if tally.count:
+        for path in written:
+            os.remove(path)
+        tally.raise_if_any("no result files were kept", NON_FINITE_RESULTS_FIX)
     average = total_ms / max(count, 1)
     timing_file = write_timing(time_dir, average, count)
     log(timing_line(average, count))

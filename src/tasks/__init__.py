@@ -9,6 +9,10 @@ import dataclasses
 import importlib
 from typing import Callable
 
+# What to check when a network gives NaN/Inf during evaluation (both tasks' evaluate).
+NON_FINITE_EVAL_FIX = ("the checkpoint may have diverged (is its training loss finite?) or "
+                       "the preprocessing divides by zero (no zero std in the config's preprocess section)")
+
 _TASK_MODULES = {"classification": "src.tasks.classification",
                  "detection": "src.tasks.detection"}
 

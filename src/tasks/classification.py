@@ -8,7 +8,8 @@ from src.datasets.classification import build_classification_dataset
 from src.losses import LabelSmoothingCrossEntropy
 from src.metrics import top_k_counts
 from src.registry import get_model_spec
-from src.tasks import Task
+from src.tasks import NON_FINITE_EVAL_FIX, Task
+from src.utils.finite import NonFiniteTally
 
 PRIMARY_METRIC = "top_1_accuracy"
 
@@ -50,12 +51,17 @@ def evaluate(cfg, net, ctx=None, dataset=None, log=print):
     infer = export_network(cfg, net)
     infer.set_train(False)
     top1 = top5 = total = 0
+    tally = NonFiniteTally("evaluation batch(es)")
     start = time.time()
-    for image, label in dataset.create_tuple_iterator(num_epochs=1):
+    for batch, (image, label) in enumerate(dataset.create_tuple_iterator(num_epochs=1)):
         labels = label.asnumpy()
-        hits1, hits5 = top_k_counts(infer(image).asnumpy(), labels)
+        logits = infer(image).asnumpy()
+        if not tally.check(f"batch {batch}", logits):
+            continue
+        hits1, hits5 = top_k_counts(logits, labels)
         top1, top5, total = top1 + hits1, top5 + hits5, total + len(labels)
     elapsed = max(time.time() - start, 1e-9)
+    tally.raise_if_any("no accuracy is reported", NON_FINITE_EVAL_FIX)
     if total == 0:
         raise ValueError("the evaluation dataset is empty")
     return {"top_1_accuracy": top1 / total, "top_5_accuracy": top5 / total,

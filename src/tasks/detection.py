@@ -24,7 +24,8 @@ from src.detections import to_coco_results
 from src.errors import ConfigError, DataError
 from src.preprocessing import describe, eval_preprocessing
 from src.registry import get_model_spec
-from src.tasks import Task
+from src.tasks import NON_FINITE_EVAL_FIX, Task
+from src.utils.finite import NonFiniteTally
 
 PRIMARY_METRIC = "mAP"
 
@@ -79,17 +80,21 @@ def evaluate(cfg, net, ctx=None, dataset=None, log=print):
     pre = eval_preprocessing(cfg)
     log(describe(pre, cfg.image_size))
     detections, image_ids = [], []
+    tally = NonFiniteTally("evaluation image(s)")
     start = time.time()
     for image, image_size, image_id in dataset.create_tuple_iterator(num_epochs=1,
                                                                      output_numpy=True):
         outputs = infer(ms.Tensor(image))
         outputs = [o.asnumpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
         for i, (width, height) in enumerate(image_size):
+            if not tally.check(f"image id {int(image_id[i])}", *[o[i] for o in outputs]):
+                continue
             dets = decode_in_image(decode, [o[i] for o in outputs], width, height,
                                    cfg.image_size, pre)
             detections += to_coco_results(int(image_id[i]), dets, reader.category_ids)
             image_ids.append(int(image_id[i]))
     seconds = max(time.time() - start, 1e-9)
+    tally.raise_if_any("no mAP is reported", NON_FINITE_EVAL_FIX)
     if not image_ids:
         raise ValueError("the evaluation dataset is empty")
     path = predictions_path(cfg)
@@ -139,6 +144,7 @@ def image_files(folder: str):
 def score_results(cfg, flags) -> int:
     """COCO mAP of deploy result files (``<stem>_<i>.bin``, one per deploy output)."""
     from src.cli import record_run, run_directory  # pylint: disable=import-outside-toplevel
+    from src.deploy.common import NON_FINITE_RESULTS_FIX  # pylint: disable=C0415
     from src.datasets.coco import load_coco_annotations  # pylint: disable=import-outside-toplevel
     from src.utils.io import atomic_write_text  # pylint: disable=import-outside-toplevel
 
@@ -162,6 +168,7 @@ def score_results(cfg, flags) -> int:
     decode = spec.decode(cfg)
     pre = eval_preprocessing(cfg)
     detections, image_ids, unknown = [], [], 0
+    tally = NonFiniteTally("image(s)")
     for name in image_files(flags.img_path):
         if name not in id_of_file:
             unknown += 1
@@ -169,11 +176,14 @@ def score_results(cfg, flags) -> int:
         stem = result_stem(name)
         outputs = [read_result_file(os.path.join(flags.result_path, f"{stem}_{i}.bin"), shape, hint)
                    for i, shape in enumerate(shapes)]
+        if not tally.check(repr(os.path.join(flags.result_path, f"{stem}_*.bin")), *outputs):
+            continue
         with Image.open(os.path.join(flags.img_path, name)) as img:
             image_w, image_h = img.size
         dets = decode_in_image(decode, outputs, image_w, image_h, cfg.image_size, pre)
         detections += to_coco_results(id_of_file[name], dets, category_ids)
         image_ids.append(id_of_file[name])
+    tally.raise_if_any("nothing was scored", NON_FINITE_RESULTS_FIX)
     if not image_ids:
         raise DataError(f"none of the images in {flags.img_path!r} is listed in {ann_file!r}; "
                         f"pass the matching annotation file")
