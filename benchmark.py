@@ -319,7 +319,7 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     # Inference: checkpoint network and the two exports, at batch 1 and the benchmark batch.
     flops = forward_flops(net, (size, size))
     result["gflops_per_image"] = flops / 1e9
-    deploy = task.export_network(cfg, net) if hasattr(task, "export_network") else net
+    deploy = task.export_network(cfg, net)
     deploy.set_train(False)
     for n in sorted({1, batch}):
         x = sample_input(n, (size, size))

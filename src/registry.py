@@ -75,6 +75,8 @@ class ModelSpec:
             network for one image (no batch axis); None: ``[(num_classes,)]``.
         decode: detection: ``decode(cfg) -> f(outputs of one image, image_w, image_h) ->
             Detections`` (:mod:`src.detections`), boxes in image pixels after NMS.
+        training_sizes: detection: ``training_sizes(cfg) -> ([(height, width)], batches per
+            size)``, the multi-scale training schedule; None: ``image_size`` only.
         preprocessing: a :class:`Preprocessing`, or ``f(cfg) -> Preprocessing``.
         progress_line: optional training progress formatter (the model's upstream log habit),
             same arguments as :func:`src.train_epoch.default_progress_line`.
@@ -97,11 +99,11 @@ class ModelSpec:
     """
 
     PARTS = ("builder", "loss", "targets", "augmentation", "deploy", "output_layout", "decode",
-             "preprocessing", "progress_line")
+             "training_sizes", "preprocessing", "progress_line")
 
     def __init__(self, name: str, task: str, builder, *, loss=None, targets=None,
                  augmentation=None, deploy=None, output_layout=None, decode=None,
-                 preprocessing=None, progress_line=None, config_section: Dict = None,
+                 training_sizes=None, preprocessing=None, progress_line=None, config_section: Dict = None,
                  config_aliases: Dict = None, title: str = None, upstream_flags: Dict = None,
                  upstream_translations: Dict = None, upstream_ckpt_interval_unit: str = "epochs",
                  upstream_config_files: Dict = None,
@@ -126,6 +128,7 @@ class ModelSpec:
         self._refs = {"builder": builder, "loss": loss, "targets": targets,
                       "augmentation": augmentation, "deploy": deploy,
                       "output_layout": output_layout, "decode": decode,
+                      "training_sizes": training_sizes,
                       "preprocessing": preprocessing or Preprocessing(),
                       "progress_line": progress_line, "input_multiple": input_multiple}
 

@@ -14,6 +14,7 @@ from src.datasets.coco import (COCO_CATEGORY_IDS, COCO_CLASS_NAMES, CocoDetectio
 from src.errors import ConfigError, DataError
 from src.tasks import detection
 from src.yolov3_tiny.augment import AugmentSettings, augment, horizontal_flip, random_crop_on_canvas
+from src.yolov3_tiny.model import training_sizes
 from src.yolov3_tiny.targets import target_function
 
 
@@ -192,7 +193,10 @@ def test_multi_scale_really_changes_the_input_size(demo_data):
     cfg = coco_cfg(demo_data["coco"], **{"detection.multi_scale": [64, 96, 128],
                                          "detection.multi_scale_interval": 2})
     augmentation = AugmentSettings.from_config(cfg)
-    data = build_train_dataset(cfg, *target_function(cfg), seed=4, transform=augmentation)
+    schedule = dict(zip(("sizes", "size_interval"), training_sizes(cfg)))
+    assert schedule == {"sizes": [(64, 64), (96, 96), (128, 128)], "size_interval": 2}
+    data = build_train_dataset(cfg, *target_function(cfg), seed=4, transform=augmentation,
+                               **schedule)
     usable = len(CocoDetectionReader(str(demo_data["coco"] / "train2017"), str(
         demo_data["coco"] / "annotations" / "instances_train2017.json"), True))
     assert data.get_dataset_size() == usable // 4
@@ -208,8 +212,8 @@ def test_multi_scale_really_changes_the_input_size(demo_data):
     assert all(sizes[i] == sizes[i + 1] for i in range(0, len(sizes) - 1, 2)), sizes
     # The same seed gives the same sizes (and batches); the target counts are non-zero.
     again = [b[0].shape[2] for b in build_train_dataset(
-        cfg, *target_function(cfg), seed=4,
-        transform=augmentation).create_tuple_iterator(num_epochs=1, output_numpy=True)]
+        cfg, *target_function(cfg), seed=4, transform=augmentation,
+        **schedule).create_tuple_iterator(num_epochs=1, output_numpy=True)]
     assert again == sizes
 
 

@@ -17,7 +17,7 @@ replicated, transparency composited over white, 16-bit scaled).
 structure, ids, boxes, image files) without decoding; ``full=True`` decodes.
 
 Training batches are built whole, by batch index, in :class:`TrainBatchSource`:
-the input size is chosen per block of ``multi_scale_interval`` batches from a
+the input size is chosen per block of ``size_interval`` batches from a
 seeded RNG (the same on every rank), every image goes through the model's
 per-sample transform (its augmentation), then the model's target function.
 Evaluation resizes to ``image_size`` without letterbox (as upstream) and
@@ -676,13 +676,6 @@ def preprocess_for_inference(image: np.ndarray, input_hw: Sequence[int],
 
 # ---------------------------------------------------------------- training batches
 
-def training_sizes(cfg) -> List[Tuple[int, int]]:
-    """Input sizes to draw from: ``detection.multi_scale`` (square), else ``image_size``."""
-    if cfg.detection.multi_scale:
-        return [(int(s), int(s)) for s in cfg.detection.multi_scale]
-    return [(int(cfg.image_size[0]), int(cfg.image_size[1]))]
-
-
 def resize_sample(image: np.ndarray, boxes: np.ndarray, out_hw: Sequence[int], rng=None
                   ) -> Tuple[np.ndarray, np.ndarray]:
     """The transform without augmentation: plain resize to ``out_hw``, boxes scaled with it."""
@@ -768,8 +761,12 @@ class TrainBatchSource:
 
 def build_train_dataset(cfg, make_targets: Callable, target_columns: Sequence[str], rank: int = 0,
                         group_size: int = 1, seed: int = 0,
-                        transform: Optional[Callable] = None):
+                        transform: Optional[Callable] = None,
+                        sizes: Optional[Sequence[Tuple[int, int]]] = None, size_interval: int = 1):
     """Batched training pipeline: ``(image, *target_columns)``, one batch per row.
+
+    ``sizes`` are the (height, width) input sizes to draw from, a new one every
+    ``size_interval`` batches (the model's multi-scale schedule); None: ``image_size``.
 
     ``transform(image, boxes, input_hw, rng) -> (image, boxes)`` is the model's
     per-sample augmentation (default: :func:`resize_sample`, none);
@@ -779,8 +776,9 @@ def build_train_dataset(cfg, make_targets: Callable, target_columns: Sequence[st
     import mindspore.dataset as ds  # pylint: disable=import-outside-toplevel
     from src.preprocessing import eval_preprocessing  # pylint: disable=C0415
     reader = reader_for(cfg, "train")
-    source = TrainBatchSource(reader, cfg.batch_size, training_sizes(cfg),
-                              cfg.detection.multi_scale_interval, transform or resize_sample,
+    sizes = sizes or [(int(cfg.image_size[0]), int(cfg.image_size[1]))]
+    source = TrainBatchSource(reader, cfg.batch_size, sizes, size_interval,
+                              transform or resize_sample,
                               make_targets, rank, group_size, seed, pre=eval_preprocessing(cfg))
     if len(source) == 0:
         raise DataError(f"the training split has {len(reader)} usable image(s) per "

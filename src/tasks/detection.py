@@ -40,8 +40,10 @@ def train_dataset(cfg, ctx, seed: int):
     spec = get_model_spec(cfg.model)
     make_targets, columns = spec.targets(cfg)
     augment = spec.augmentation(cfg) if spec.augmentation is not None else None
+    sizes, interval = spec.training_sizes(cfg) if spec.training_sizes is not None else (None, 1)
     return build_train_dataset(cfg, make_targets, columns, rank=ctx.rank,
-                               group_size=ctx.group_size, seed=seed, transform=augment)
+                               group_size=ctx.group_size, seed=seed, transform=augment,
+                               sizes=sizes, size_interval=interval)
 
 
 def eval_dataset(cfg, ctx=None, batch_size: int = None):

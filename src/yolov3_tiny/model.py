@@ -47,6 +47,15 @@ CONFIG_SECTION = {
 }
 
 
+def training_sizes(cfg):
+    """Multi-scale schedule: ``detection.multi_scale`` (square sizes), else ``image_size``."""
+    if cfg.detection.multi_scale:
+        sizes = [(int(s), int(s)) for s in cfg.detection.multi_scale]
+    else:
+        sizes = [(int(cfg.image_size[0]), int(cfg.image_size[1]))]
+    return sizes, int(cfg.detection.multi_scale_interval)
+
+
 def progress_line(epoch, step, steps, loss, lr, images_per_second, eta_epoch, eta_total):
     """Upstream's ``epoch[e], iter[i], loss:..., fps:... imgs/sec, lr:...`` (0-based, global)."""
     global_iter = (epoch - 1) * steps + step
@@ -67,6 +76,7 @@ SPEC = register_model(ModelSpec(
     output_layout="src.yolov3_tiny.postprocess:output_layout",
     decode="src.yolov3_tiny.postprocess:decoder",
     preprocessing=Preprocessing(resize_mode="stretch"),
+    training_sizes=training_sizes,
     progress_line=progress_line,
     config_section=CONFIG_SECTION,
     config_aliases={"nms_thresh": "detection.nms_iou",
