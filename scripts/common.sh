@@ -644,20 +644,19 @@ zoo_require_file() {  # zoo_require_file PATH WHAT
 
 # --------------------------------------------------------------------------- run folder
 
-# Per-run folder OUTPUT_DIR/RUN_NAME (default outputs/<config>_<kind>_<time>);
+# Per-run folder OUTPUT_DIR/RUN_NAME (default outputs/<config>_<kind>_<time>, named by
+# src.run_folder.default_run_name as the entry points do);
 # the entry point writes its log, config.yaml and env.txt there as well.
 zoo_make_run_dir() {
-    local kind=$1 base name n=1
+    local kind=$1 name
     ZOO_OUTPUT_DIR=$(zoo_abspath "${ZOO_OUTPUT_DIR:-$ZOO_ROOT/outputs}")
     if [[ -n $ZOO_RUN_NAME ]]; then
         name=$ZOO_RUN_NAME
     else
-        base="${ZOO_CONFIG_STEM}_${kind}_$(date +%Y%m%d-%H%M%S)"
-        name=$base
-        while [[ -e $ZOO_OUTPUT_DIR/$name ]]; do
-            n=$((n + 1))
-            name="${base}-$n"
-        done
+        [[ -n ${ZOO_PYTHON:-} ]] || zoo_find_python
+        name=$(PYTHONPATH="$ZOO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$ZOO_PYTHON" -m src.run_folder \
+            default-name "$ZOO_CONFIG_STEM" "$kind" "$ZOO_OUTPUT_DIR") \
+            || zoo_die "cannot name the run folder in '$ZOO_OUTPUT_DIR'; pass --run_name=NAME"
     fi
     ZOO_RUN_NAME=$name
     ZOO_RUN_DIR="$ZOO_OUTPUT_DIR/$name"

@@ -4,7 +4,6 @@
 * a :class:`~src.errors.ZooError` becomes one ``error: ...`` line and a non-zero exit;
 * each run gets a folder with the resolved config, the environment and the log.
 """
-import datetime
 import os
 import platform
 import sys
@@ -13,6 +12,7 @@ from typing import Callable, List, Sequence
 from src.config import (Config, check_flags, help_text, load_config, means_none, parse_overrides,
                         save_config, split_config_path)
 from src.errors import ConfigError, ZooError
+from src.run_folder import default_run_name
 from src.utils.io import atomic_write_text
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,10 +142,9 @@ def run_directory(cfg: Config, kind: str, rank: int = 0, group_size: int = 1) ->
     """``output_dir/run_name`` (created); ``run_name`` defaults to model_dataset_kind_time."""
     name = cfg.run_name
     if not name:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         # Workers of one launch share a parent process: use it so they share the folder.
         suffix = f"-p{os.getppid()}" if group_size > 1 else ""
-        name = f"{cfg.model}_{cfg.dataset}_{kind}_{stamp}{suffix}"
+        name = default_run_name(f"{cfg.model}_{cfg.dataset}", kind, cfg.output_dir, suffix)
     path = os.path.join(cfg.output_dir, name)
     try:
         os.makedirs(path, exist_ok=True)

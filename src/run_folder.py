@@ -29,6 +29,23 @@ class RunFolderError(ZooError):
     """The run folder is in use by another run, or holds an earlier run."""
 
 
+def default_run_name(label: str, kind: str, output_dir: str, shared_suffix: str = "") -> str:
+    """``<label>_<kind>_<date>-<time>``: the one format of a default run folder name.
+
+    The launchers ask for it too (``python -m src.run_folder default-name``). A name already
+    taken in ``output_dir`` gets ``-2``, ``-3``, ... unless ``shared_suffix`` is given: the
+    workers of one launch must all land in the same folder.
+    """
+    base = f"{label}_{kind}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    if shared_suffix:
+        return base + shared_suffix
+    name, number = base, 1
+    while os.path.exists(os.path.join(output_dir, name)):
+        number += 1
+        name = f"{base}-{number}"
+    return name
+
+
 def check_resume_request(cfg) -> None:
     """``--resume=auto`` continues ``output_dir/run_name``, so it needs ``--run_name``."""
     if cfg.resume == "auto" and not cfg.run_name:
@@ -270,3 +287,11 @@ class RunRecord:
 
     def save(self) -> None:
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 5 or sys.argv[1] != "default-name":
+        sys.exit("usage: python -m src.run_folder default-name LABEL KIND OUTPUT_DIR")
+    print(default_run_name(*sys.argv[2:]))

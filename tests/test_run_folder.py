@@ -331,3 +331,19 @@ def test_train_py_refuses_a_reused_or_busy_run_folder_and_changes_nothing(small_
     assert Path(final).is_file()
     assert snapshot(run_dir)["checkpoints/tinydarknet_cifar10-1_4.ckpt"] == \
         before["checkpoints/tinydarknet_cifar10-1_4.ckpt"]
+
+
+def test_default_run_name_is_one_format_for_python_and_the_launchers(tmp_path):
+    from src.run_folder import default_run_name
+    first = default_run_name("tinydarknet_cifar10", "train", str(tmp_path))
+    assert re.fullmatch(r"tinydarknet_cifar10_train_\d{8}-\d{6}", first)
+    (tmp_path / first).mkdir()
+    taken = default_run_name("tinydarknet_cifar10", "train", str(tmp_path))
+    assert not (tmp_path / taken).exists()
+    assert taken == first + "-2" or taken > first  # the same second: -2; else a later stamp
+    # Workers of one launch share the folder: no -2 for them.
+    assert default_run_name("m_d", "train", str(tmp_path), "-p42").endswith("-p42")
+    # The launchers ask the same function (scripts/common.sh zoo_make_run_dir).
+    proc = subprocess.run([sys.executable, "-m", "src.run_folder", "default-name", "demo", "infer",
+                           str(tmp_path)], capture_output=True, text=True, check=True)
+    assert re.fullmatch(r"demo_infer_\d{8}-\d{6}(-\d+)?\n", proc.stdout)
