@@ -760,3 +760,51 @@ def test_converted_yolov3_tiny_detects_and_evaluates_letterboxed_without_a_confi
             assert np.abs(theirs - [x, y, w, h]).max(axis=1).min() < 0.05, (name, record)
             compared += 1
     assert compared > 0
+
+
+@pytest.mark.slow
+def test_converted_classifier_exports_and_deploys_without_a_config(tiny_weights, demo_data,
+                                                                  tmp_path, capsys):
+    """Converted Tiny-DarkNet: export.py (ONNX + MINDIR, numeric check) and the C++ app, no config."""
+    from test_deploy_cpp import missing_build_tools
+    converted = tmp_path / "tiny_darknet.ckpt"
+    code, _, err = run_cli(["--source=darknet", "--model=tinydarknet", f"--input={tiny_weights}",
+                            f"--output={converted}"], capsys)
+    assert code == 0, err
+    stem = tmp_path / "export" / "tiny"
+    for fmt in ("ONNX", "MINDIR"):
+        proc = subprocess.run([sys.executable, "export.py", f"--ckpt_file={converted}",
+                               f"--file_name={stem}", f"--file_format={fmt}"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert f"using the config stored in {converted}" in proc.stdout, proc.stdout[-2000:]
+    sidecar = json.loads((tmp_path / "export" / "tiny.onnx.json").read_text())
+    assert sidecar["config"]["num_classes"] == 1000
+    assert sidecar["config"]["net"]["final_conv"] == "linear"
+    assert sidecar["config"]["preprocess"]["std"] == [255.0, 255.0, 255.0]
+    reason = missing_build_tools()
+    if reason:
+        pytest.skip(f"cannot build the C++ app: {reason}")
+    val = tmp_path / "val"
+    for folder in sorted((demo_data["imagenet"] / "val").iterdir())[:3]:
+        (val / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:2]:
+            (val / folder.name / image.name).write_bytes(image.read_bytes())
+    outputs = {}
+    for backend in ("cpu", "python"):
+        proc = subprocess.run(["bash", "scripts/run_infer_310.sh", f"{stem}.mindir", str(val),
+                               str(tmp_path / f"labels_{backend}.txt"), f"--backend={backend}",
+                               f"--output_dir={tmp_path / 'runs'}", f"--run_name={backend}"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+                              env=dict(os.environ,
+                                       INFER_BUILD_DIR=str(tmp_path.parent / "tiny_app_build")))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        results = sorted((tmp_path / "runs" / backend / "result_Files").glob("*.bin"))
+        assert len(results) == 6
+        outputs[backend] = {r.name: np.fromfile(r, dtype=np.float32) for r in results}
+    # The C++ app (OpenCV DNN on the ONNX) and the Python runner (MindSpore on the MINDIR)
+    # give the same 1000 logits per image.
+    assert outputs["cpu"].keys() == outputs["python"].keys()
+    for name, logits in outputs["cpu"].items():
+        assert logits.shape == (1000,)
+        np.testing.assert_allclose(logits, outputs["python"][name], rtol=1e-4, atol=1e-4)
