@@ -25,6 +25,7 @@ from src.pretrained import darknet
 from src.pretrained.known_files import KNOWN_FILES, sha256_of
 from src.pretrained.recipes import darknet_imagenet_labels
 from src.registry import create_model
+from test_deploy_cpp import app_build_dir  # noqa: F401  (session fixture: builds the app once)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO_ROOT, "tests", "data")
@@ -103,6 +104,16 @@ def tiny_weights(tmp_path_factory):
     # The old 4-byte "images seen" header (format 0.1).
     return write_darknet_weights(TINY_CFG, tmp_path_factory.mktemp("dn") / "tiny.weights", 2,
                                  header=(0, 1, 0))
+
+
+@pytest.fixture
+def converted_tiny(tiny_weights, tmp_path, capsys):
+    """tiny_weights converted with the default settings: the checkpoint's path."""
+    converted = tmp_path / "tinydarknet_darknet.ckpt"
+    code, _, err = run_cli(["--source=darknet", "--model=tinydarknet", f"--input={tiny_weights}",
+                            f"--output={converted}"], capsys)
+    assert code == 0, err
+    return converted
 
 
 def test_darknet_cfgs_hold_the_published_float_counts():
@@ -582,12 +593,9 @@ def test_converted_yolov3_tiny_fine_tunes_to_three_classes(yolo_weights, demo_da
 
 
 @pytest.mark.slow
-def test_converted_classifier_fine_tunes_from_1000_to_10_classes(tiny_weights, demo_data,
-                                                                 tmp_path, capsys):
-    converted = tmp_path / "tinydarknet_darknet.ckpt"
-    code, _, err = run_cli(["--source=darknet", "--model=tinydarknet", f"--input={tiny_weights}",
-                            f"--output={converted}"], capsys)
-    assert code == 0, err
+def test_converted_classifier_fine_tunes_from_1000_to_10_classes(converted_tiny, demo_data,
+                                                                 tmp_path):
+    converted = converted_tiny
     lines, proc = train_and_eval(
         ["--config_path=config/demo.yaml", f"--data_dir={demo_data['cifar10']}",
          "--data.demo=False", "--epochs=1", "--checkpoint.eval_every_epochs=1",
@@ -763,14 +771,10 @@ def test_converted_yolov3_tiny_detects_and_evaluates_letterboxed_without_a_confi
 
 
 @pytest.mark.slow
-def test_converted_classifier_exports_and_deploys_without_a_config(tiny_weights, demo_data,
-                                                                  tmp_path, capsys):
+def test_converted_classifier_exports_and_deploys_without_a_config(converted_tiny, demo_data,
+                                                                  app_build_dir, tmp_path):
     """Converted Tiny-DarkNet: export.py (ONNX + MINDIR, numeric check) and the C++ app, no config."""
-    from test_deploy_cpp import missing_build_tools
-    converted = tmp_path / "tiny_darknet.ckpt"
-    code, _, err = run_cli(["--source=darknet", "--model=tinydarknet", f"--input={tiny_weights}",
-                            f"--output={converted}"], capsys)
-    assert code == 0, err
+    converted = converted_tiny
     stem = tmp_path / "export" / "tiny"
     for fmt in ("ONNX", "MINDIR"):
         proc = subprocess.run([sys.executable, "export.py", f"--ckpt_file={converted}",
@@ -782,9 +786,6 @@ def test_converted_classifier_exports_and_deploys_without_a_config(tiny_weights,
     assert sidecar["config"]["num_classes"] == 1000
     assert sidecar["config"]["net"]["final_conv"] == "linear"
     assert sidecar["config"]["preprocess"]["std"] == [255.0, 255.0, 255.0]
-    reason = missing_build_tools()
-    if reason:
-        pytest.skip(f"cannot build the C++ app: {reason}")
     val = tmp_path / "val"
     for folder in sorted((demo_data["imagenet"] / "val").iterdir())[:3]:
         (val / folder.name).mkdir(parents=True)
@@ -796,8 +797,7 @@ def test_converted_classifier_exports_and_deploys_without_a_config(tiny_weights,
                                str(tmp_path / f"labels_{backend}.txt"), f"--backend={backend}",
                                f"--output_dir={tmp_path / 'runs'}", f"--run_name={backend}"],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-                              env=dict(os.environ,
-                                       INFER_BUILD_DIR=str(tmp_path.parent / "tiny_app_build")))
+                              env=dict(os.environ, INFER_BUILD_DIR=str(app_build_dir)))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         results = sorted((tmp_path / "runs" / backend / "result_Files").glob("*.bin"))
         assert len(results) == 6
