@@ -81,6 +81,9 @@ SCHEMA: Dict[str, Any] = {
     "amp_level": Key({"Ascend": "O2", "GPU": "O2", "CPU": "O0"},
                      "mixed precision level", type=str, choices=("O0", "O1", "O2", "O3"),
                      per_device=True),
+    "cpu_kernels": Key("auto", "CPU conv/max-pool/LeakyReLU kernels: auto = the zoo's oneDNN kernels "
+                       "when they build (src/kernels), zoo = require them, mindspore = MindSpore's own",
+                       choices=("auto", "zoo", "mindspore")),
     "seed": Key(1, "random seed for weights, data order and augmentation", low=0, high=2 ** 32 - 1),
     # --- data --------------------------------------------------------------
     "data": {

@@ -17,6 +17,7 @@ import numpy as np
 from mindspore import nn
 
 from src import checkpoint as ckpt
+from src import kernels
 from src.errors import ConfigError, DataError, ZooError
 from src.lr_schedules import build_lr_schedule
 from src.registry import create_model, get_model_spec
@@ -40,9 +41,15 @@ class TrainingInterrupted(ZooError):
 
 
 def build_network(cfg):
-    """The configured network (weights freshly initialised with ``cfg.seed``)."""
+    """The configured network (weights freshly initialised with ``cfg.seed``).
+
+    Its layers run on the zoo's CPU kernels when ``cfg.cpu_kernels`` allows (src/kernels).
+    """
     ms.set_seed(cfg.seed)
-    return create_model(cfg.model, cfg.num_classes, cfg.image_size, **cfg.net)
+    use = kernels.available(cfg.cpu_kernels, cfg.device_target, cfg.amp_level,
+                            ms.get_context("runtime_num_threads"))
+    with kernels.layers_use_kernels(use):
+        return create_model(cfg.model, cfg.num_classes, cfg.image_size, **cfg.net)
 
 
 def parameter_groups(net, weight_decay: float, decay_bn_and_bias: bool):

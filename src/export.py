@@ -13,6 +13,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from src import kernels
 from src.errors import ExportError
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -112,7 +113,8 @@ def export_network(net, file_base: str, file_format: str, batch_size: int,
     batch = sample_input(batch_size, image_size)
     try:
         with _working_directory(folder):
-            ms.export(net, ms.Tensor(batch), file_name=safe_name, file_format=file_format)
+            with kernels.standard_operators(net):
+                ms.export(net, ms.Tensor(batch), file_name=safe_name, file_format=file_format)
         written = tmp_base + ext
         if not os.path.isfile(written):
             raise ExportError(f"MindSpore reported no error but wrote no {file_format} file")

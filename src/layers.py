@@ -1,6 +1,7 @@
 """Building blocks and weight-init helpers shared by the zoo's networks.
 
-Every model builds its convolutions from :class:`ConvBNAct` and initialises
+Every model builds its convolutions from :class:`ConvBNAct` (or :class:`Conv2d`), its max
+pooling from :class:`MaxPool2d`, and initialises
 weights through :func:`make_initializer` / :func:`init_weights`, so the init
 schemes and option checks behave the same way in all models.
 """
@@ -12,6 +13,9 @@ from mindspore import nn, ops
 from mindspore.common import initializer as init
 
 from src.errors import ConfigError
+# The layers every model builds from: nn.Conv2d / nn.MaxPool2d / nn.LeakyReLU that run on the
+# zoo's CPU kernels when src.kernels is active.
+from src.kernels.cells import Conv2d, LeakyReLU, MaxPool2d  # noqa: F401  pylint: disable=unused-import
 
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "none")
 PAD_MODES = ("same", "pad", "valid")
@@ -118,7 +122,7 @@ def make_activation(name: str, leaky_alpha: float = 0.2) -> Optional[nn.Cell]:
     if name == "relu6":
         return nn.ReLU6()
     if name == "leaky_relu":
-        return nn.LeakyReLU(alpha=leaky_alpha)
+        return LeakyReLU(alpha=leaky_alpha)
     return None
 
 
@@ -149,10 +153,10 @@ class ConvBNAct(nn.Cell):
         if bias_init is None and has_bias:
             # MindSpore 1.x (what upstream ran on) initialised conv biases to zero.
             bias_init = "zeros"
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                              pad_mode=pad_mode, padding=padding, group=groups,
-                              has_bias=has_bias, weight_init=weight_init,
-                              bias_init=bias_init)
+        self.conv = Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                           pad_mode=pad_mode, padding=padding, group=groups,
+                           has_bias=has_bias, weight_init=weight_init,
+                           bias_init=bias_init)
         self.bn = (nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
                    if batch_norm else None)
         self.act = make_activation(activation, leaky_alpha)

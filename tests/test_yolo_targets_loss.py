@@ -220,3 +220,24 @@ def test_loss_network_runs_in_graph_mode_at_two_input_sizes(tmp_path):
         batch += [Tensor(np.stack([c, c])) for c in columns]
         assert batch[1].shape == (2, size // 32, size // 32, 3, 8)
         assert np.isfinite(float(loss_net(*batch).asnumpy()))
+
+
+def test_best_iou_with_ground_truth_equals_the_broadcast_iou(pynative_cpu):
+    """The ignore mask's IoU, computed per coordinate, is bit-equal to box_iou_xywh on the
+    (N, H, W, A, M, 4) broadcast pair, padding rows (zero boxes) included."""
+    import mindspore as ms
+    import numpy as np
+
+    from src.yolov3_tiny.loss import best_iou_with_ground_truth, box_iou_xywh
+
+    rng = np.random.RandomState(5)
+    pred = rng.uniform(0.05, 0.9, (2, 3, 4, 3, 4)).astype(np.float32)
+    gt = rng.uniform(0.05, 0.9, (2, 6, 4)).astype(np.float32)
+    gt[1, 4:] = 0.0  # padding slots
+    gt[0, 0] = pred[0, 1, 2, 0]  # one exact match: IoU 1
+    got = best_iou_with_ground_truth(ms.Tensor(pred), ms.Tensor(gt)).asnumpy()
+    want = box_iou_xywh(ms.Tensor(pred[..., None, :]),
+                        ms.Tensor(gt.reshape(2, 1, 1, 1, 6, 4))).asnumpy().max(-1, keepdims=True)
+    assert got.shape == (2, 3, 4, 3, 1)
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 1, 2, 0, 0] == np.float32(1.0) or abs(got[0, 1, 2, 0, 0] - 1.0) < 1e-5

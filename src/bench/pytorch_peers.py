@@ -316,8 +316,9 @@ def _torch_smoothing(cfg) -> float:
 class PeerProcess:
     """A :class:`PeerRunner` in a child process, driven call by call from this one.
 
-    The child gets oneDNN's ISA as the user left it (``src.cpu_env.USER_ISA``),
-    not the zoo's AVX2 cap for MindSpore: the peer is PyTorch as a PyTorch user
+    The child gets oneDNN's ISA and OpenMP's wait policy as the user left them
+    (:func:`src.cpu_env.user_environment`), not the zoo's settings for MindSpore and
+    its kernels: the peer is PyTorch as a PyTorch user
     runs it. Each call blocks until the child is done, so it times like a local call.
 
     ``source``: ``(config path, overrides)`` for :func:`src.config.load_config`;
@@ -326,23 +327,15 @@ class PeerProcess:
 
     def __init__(self, source, threads: int, zoo_net, batch):
         import multiprocessing  # pylint: disable=import-outside-toplevel
-        import os  # pylint: disable=import-outside-toplevel
 
         from src import cpu_env  # pylint: disable=import-outside-toplevel
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        saved = os.environ.get(cpu_env.ISA_VARIABLE)
-        # oneDNN reads the variable once, at its first use; MindSpore's has started already.
-        os.environ[cpu_env.ISA_VARIABLE] = cpu_env.USER_ISA or "ALL"
-        try:
+        # oneDNN and OpenMP read their variables once, at first use; MindSpore's have started.
+        with cpu_env.user_environment():
             self._process = context.Process(target=_serve, args=(child, source, threads),
                                             daemon=True)
             self._process.start()
-        finally:
-            if saved is None:
-                os.environ.pop(cpu_env.ISA_VARIABLE, None)
-            else:
-                os.environ[cpu_env.ISA_VARIABLE] = saved
         child.close()
         self._call("load", zoo_tensors(zoo_net), list(batch))
 

@@ -7,7 +7,7 @@ MindSpore's; Darknet's own ``tiny.cfg`` is ``leaky_alpha=0.1``,
 """
 from mindspore import nn
 
-from src.layers import ConvBNAct, GlobalAvgPool, check_bn_eps, check_choice, make_initializer
+from src.layers import ConvBNAct, GlobalAvgPool, MaxPool2d, check_bn_eps, check_choice, make_initializer
 
 POOL = "M"
 # (out_channels, kernel_size) per conv; POOL is a 2x2/2 max pool. None = num_classes.
@@ -38,7 +38,7 @@ class TinyDarkNet(nn.Cell):
         for item in LAYOUT:
             if item == POOL:
                 # 'same' so odd sizes (CIFAR's 227) round up rather than drop a row.
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="same"))
+                layers.append(MaxPool2d(kernel_size=2, stride=2, pad_mode="same"))
                 continue
             out_channels, kernel = item
             last = out_channels is None

@@ -1,7 +1,7 @@
 """VGG16: 13 3x3 convs in five stages, each closed by a 2x2/2 max pool, then three FC layers."""
 from mindspore import nn
 
-from src.layers import (ConvBNAct, check_choice, check_image_size, check_probability,
+from src.layers import (ConvBNAct, MaxPool2d, check_choice, check_image_size, check_probability,
                         make_initializer)
 
 POOL = "M"
@@ -32,7 +32,7 @@ class VGG16(nn.Cell):
         in_channels = 3
         for item in LAYOUT:
             if item == POOL:
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                layers.append(MaxPool2d(kernel_size=2, stride=2))
                 continue
             layers.append(ConvBNAct(in_channels, item, 3, pad_mode=pad_mode,
                                     has_bias=has_bias, batch_norm=batch_norm,

@@ -7,7 +7,7 @@ anchors 3-5), output 1 is stride 16 (small objects, anchors 0-2).
 from mindspore import nn, ops
 
 from src.errors import ConfigError
-from src.layers import ConvBNAct, check_bn_eps, check_image_size, init_weights
+from src.layers import Conv2d, ConvBNAct, MaxPool2d, check_bn_eps, check_image_size, init_weights
 
 DOWNSAMPLE = 32
 ANCHORS_PER_SCALE = 3
@@ -36,9 +36,9 @@ class YOLOv3TinyBackbone(nn.Cell):
         self.conv8 = block(256, 512, 3)    # stride-32 branch output
         self.conv9 = block(256, 128, 1)    # reduces channels before upsampling
         self.conv10 = block(384, 256, 3)   # stride-16 branch output (128 upsampled + 256 route)
-        self.downsample = nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="valid")
+        self.downsample = MaxPool2d(kernel_size=2, stride=2, pad_mode="valid")
         # Stride-1 'same' pool after conv5 keeps the stride-32 grid size.
-        self.pool_keep_size = nn.MaxPool2d(kernel_size=2, stride=1, pad_mode="same")
+        self.pool_keep_size = MaxPool2d(kernel_size=2, stride=1, pad_mode="same")
 
     def construct(self, x):
         x = self.downsample(self.conv0(x))
@@ -71,8 +71,8 @@ class YOLOv3Tiny(nn.Cell):
         out_channels = ANCHORS_PER_SCALE * (num_classes + BOX_ATTRIBUTES)
         self.grid_sensitivity = bool(grid_sensitivity)
         self.backbone = YOLOv3TinyBackbone(leaky_alpha, check_bn_eps(bn_eps))
-        self.head_stride32 = nn.Conv2d(512, out_channels, 1, has_bias=True)
-        self.head_stride16 = nn.Conv2d(256, out_channels, 1, has_bias=True)
+        self.head_stride32 = Conv2d(512, out_channels, 1, has_bias=True)
+        self.head_stride16 = Conv2d(256, out_channels, 1, has_bias=True)
 
     def construct(self, x):
         features32, features16 = self.backbone(x)

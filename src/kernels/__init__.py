@@ -1,0 +1,131 @@
+"""The zoo's own CPU kernels for convolution, max pooling and LeakyReLU.
+
+MindSpore 2.10 runs CPU convolutions on its bundled oneDNN with plain NCHW layouts, capped at
+AVX2 (src/cpu_env.py); PyTorch runs the same convolutions about 2x faster on blocked layouts with
+the full ISA. These kernels give MindSpore that path: AOT custom operators (``ops.Custom``) on a
+separate oneDNN (src/kernels/zoo_kernels.cc), used by the layers in :mod:`src.kernels.cells`.
+Results equal MindSpore's operators to float32 rounding.
+
+``cpu_kernels`` in the config picks them: ``auto`` (default) uses them on CPU with float32
+training (amp_level O0) when they build, else MindSpore's operators with a one-line note;
+``zoo`` requires them; ``mindspore`` never uses them. Exported models (MINDIR, ONNX, AIR) always
+contain MindSpore's standard operators.
+"""
+import contextlib
+import ctypes
+import os
+import sys
+
+from src import cpu_env
+from src.errors import ConfigError
+from src.kernels.build import KernelBuildError, build_library
+
+MODES = ("auto", "zoo", "mindspore")
+
+_library = {"path": None, "handle": None, "error": None}
+# Whether layers built now use the zoo's kernels: set by layers_use_kernels(), read by the cells.
+_use = {"active": False}
+_noted = set()
+
+
+def load() -> str:
+    """Path of the loaded kernel library (built on first use); raises KernelBuildError."""
+    if _library["path"] is None:
+        if _library["error"] is not None:
+            raise KernelBuildError(_library["error"])
+        try:
+            if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
+                raise KernelBuildError("the zoo's CPU kernels are built for x86-64 Linux only")
+            path = build_library()
+            handle = ctypes.CDLL(path)
+        except (KernelBuildError, OSError) as exc:
+            _library["error"] = str(exc)
+            raise KernelBuildError(str(exc)) from None
+        if cpu_env.USER_ISA is None:
+            # The AVX2 cap in the environment is for MindSpore's oneDNN; this copy keeps
+            # convolutions in blocked layouts, where the full ISA is fast.
+            handle.ZooUseFullIsa()
+        _library.update(path=path, handle=handle)
+    return _library["path"]
+
+
+def set_threads(threads: int) -> None:
+    """Threads of the kernels' oneDNN (MindSpore's ``runtime_num_threads``)."""
+    if _library["handle"] is not None and threads > 0:
+        _library["handle"].ZooSetThreads(int(threads))
+
+
+def implementations() -> str:
+    """oneDNN implementation of each primitive used so far, one per line (for profiles)."""
+    if _library["handle"] is None:
+        return ""
+    _library["handle"].ZooImplementations.restype = ctypes.c_char_p
+    return _library["handle"].ZooImplementations().decode()
+
+
+def available(mode: str, device_target: str, amp_level: str, threads: int = 0) -> bool:
+    """Whether a network for this setting should use the zoo's kernels (building them if needed).
+
+    ``auto`` says no with a one-line note when they cannot be used; ``zoo`` raises ConfigError.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"invalid cpu_kernels {mode!r}; choose one of {list(MODES)}")
+    if mode == "mindspore":
+        return False
+    unsupported = None
+    if device_target != "CPU":
+        unsupported = f"they run on CPU only (device_target is {device_target})"
+    elif amp_level != "O0":
+        unsupported = f"they are float32 only (amp_level is {amp_level}; use O0)"
+    if unsupported is None:
+        try:
+            load()
+        except KernelBuildError as exc:
+            unsupported = str(exc)
+    if unsupported is not None:
+        if mode == "zoo":
+            raise ConfigError(f"cpu_kernels=zoo, but the zoo's CPU kernels cannot be used: "
+                              f"{unsupported}; or use --cpu_kernels=auto")
+        if device_target == "CPU" and unsupported not in _noted:
+            _noted.add(unsupported)
+            print(f"note: using MindSpore's CPU operators (slower): {unsupported}", file=sys.stderr)
+        return False
+    set_threads(threads)
+    return True
+
+
+def active() -> bool:
+    """True when layers built now use the zoo's kernels."""
+    return _use["active"]
+
+
+@contextlib.contextmanager
+def layers_use_kernels(use: bool = True):
+    """Layers built inside this block use the zoo's kernels when ``use`` (see :func:`available`).
+
+    Outside such a block layers are MindSpore's standard ones, e.g. for ``mindspore_hub_conf``
+    users who export the network themselves.
+    """
+    previous = _use["active"]
+    _use["active"] = bool(use)
+    try:
+        yield
+    finally:
+        _use["active"] = previous
+
+
+@contextlib.contextmanager
+def standard_operators(net):
+    """Inside this block ``net`` compiles to MindSpore's standard operators only.
+
+    Exported files (MINDIR, ONNX, AIR) must not hold the zoo's custom operators; graphs
+    compiled outside the block keep using the kernels.
+    """
+    switched = [cell for _, cell in net.cells_and_names() if getattr(cell, "zoo_kernel", False)]
+    for cell in switched:
+        cell.zoo_kernel = False
+    try:
+        yield
+    finally:
+        for cell in switched:
+            cell.zoo_kernel = True

@@ -1,0 +1,154 @@
+"""Drop-in ``nn.Conv2d``, ``nn.MaxPool2d`` and ``nn.LeakyReLU`` that run on the zoo's CPU kernels.
+
+Each is a subclass with the same parameters (names, shapes, initialisation), so checkpoints and
+``isinstance`` checks are unaffected. Whether a layer uses the zoo's kernels is fixed when it is
+built (:func:`src.kernels.active`); configurations the kernels do not cover (dilation, NHWC,
+float16 after ``auto_mixed_precision``) keep MindSpore's operator.
+"""
+import itertools
+
+import numpy as np
+from mindspore import Tensor, nn, ops
+from mindspore import dtype as mstype
+
+from src import kernels
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value[-2:])
+
+
+def _output_size(size: int, kernel: int, stride: int, same: bool, before: int, after: int) -> int:
+    if same:
+        return (size + stride - 1) // stride
+    return (size + before + after - kernel) // stride + 1
+
+
+def _four(padding):
+    return (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+
+
+_instances = itertools.count()
+
+
+def _custom(name: str, out_shape, out_dtype, bprop=None):
+    op = ops.Custom(f"{kernels.load()}:{name}", out_shape=out_shape, out_dtype=out_dtype,
+                    func_type="aot", bprop=bprop)
+    # PyNative mode caches a Custom operator's inferred shapes by its attributes; without a
+    # distinct one, a layer would get the output shape of another with the same kernel.
+    op.add_prim_attr("zoo_instance", next(_instances))
+    return op
+
+
+def _same_dtype(*dtypes):
+    return dtypes[0]
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d``; forward and both backward passes on the zoo's oneDNN when active."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        dilation = _pair(self.dilation)
+        self.zoo_kernel = (kernels.active() and self.data_format == "NCHW"
+                           and dilation == (1, 1) and self.weight.dtype == mstype.float32)
+        if not self.zoo_kernel:
+            return
+        stride_h, stride_w = _pair(self.stride)
+        same = self.pad_mode == "same"
+        pads = (0, 0, 0, 0) if self.pad_mode != "pad" else _four(self.padding)
+        self.geometry = Tensor(np.array([stride_h, stride_w, int(same), *pads], np.int64))
+        kernel_h, kernel_w = _pair(self.kernel_size)
+        channels = self.out_channels
+
+        def output_shape(x, w, geometry):
+            return [x[0], channels, _output_size(x[2], kernel_h, stride_h, same, pads[0], pads[1]),
+                    _output_size(x[3], kernel_w, stride_w, same, pads[2], pads[3])]
+
+        backprop_input = _custom("ZooConv2DBackpropInput", lambda x, w, dy, g: x, _same_dtype)
+        backprop_filter = _custom("ZooConv2DBackpropFilter", lambda x, w, dy, g: w, _same_dtype)
+
+        def bprop(x, w, geometry, out, dout):
+            return (backprop_input(x, w, dout, geometry), backprop_filter(x, w, dout, geometry),
+                    ops.zeros_like(geometry))
+
+        self.zoo_train = _custom("ZooConv2D", output_shape, _same_dtype, bprop)
+        self.zoo_infer = _custom("ZooConv2DInference", output_shape, _same_dtype)
+
+    def construct(self, x):
+        if self.zoo_kernel and x.dtype == mstype.float32:
+            if self.training:
+                output = self.zoo_train(x, self.weight, self.geometry)
+            else:
+                output = self.zoo_infer(x, self.weight, self.geometry)
+        else:
+            output = self.conv2d(x, self.weight)
+        if self.has_bias:
+            output = self.bias_add(output, self.bias)
+        return output
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` (``same``/``valid`` padding); the backward pass uses the forward's
+    record of where each maximum was, as MindSpore's oneDNN pooling does, so ties resolve alike."""
+
+    def __init__(self, kernel_size=1, stride=1, pad_mode="valid", data_format="NCHW"):
+        super().__init__(kernel_size=kernel_size, stride=stride, pad_mode=pad_mode,
+                         data_format=data_format)
+        self.zoo_kernel = kernels.active() and self.format == "NCHW"
+        if not self.zoo_kernel:
+            return
+        kernel_h, kernel_w = _pair(self.kernel_size)
+        stride_h, stride_w = _pair(self.stride)
+        same = self.pad_mode == "SAME"
+        self.geometry = Tensor(np.array([kernel_h, kernel_w, stride_h, stride_w, int(same), 0, 0, 0, 0],
+                                        np.int64))
+        # oneDNN's workspace is one byte per output element for windows of up to 256 elements.
+        bytes_per_output = 1 if kernel_h * kernel_w <= 256 else 4
+
+        def output_shape(x, geometry):
+            return [x[0], x[1], _output_size(x[2], kernel_h, stride_h, same, 0, 0),
+                    _output_size(x[3], kernel_w, stride_w, same, 0, 0)]
+
+        def train_shapes(x, geometry):
+            y = output_shape(x, geometry)
+            return [y, [y[0] * y[1] * y[2] * y[3] * bytes_per_output]]
+
+        grad = _custom("ZooMaxPoolGrad", lambda x, dy, ws, g: x, lambda x, dy, ws, g: dy)
+
+        def bprop(x, geometry, out, dout):
+            return grad(x, dout[0], out[1], geometry), ops.zeros_like(geometry)
+
+        self.zoo_train = _custom("ZooMaxPool", train_shapes,
+                                 lambda x, geometry: [x, mstype.uint8], bprop)
+        self.zoo_infer = _custom("ZooMaxPoolInference", output_shape, _same_dtype)
+
+    def construct(self, x):
+        if self.zoo_kernel and x.dtype == mstype.float32:
+            if self.training:
+                return self.zoo_train(x, self.geometry)[0]
+            return self.zoo_infer(x, self.geometry)
+        return super().construct(x)
+
+
+class LeakyReLU(nn.LeakyReLU):
+    """``nn.LeakyReLU``: one kernel forward and one backward instead of MindSpore's
+    ``Maximum(alpha * x, x)`` and its gradient."""
+
+    def __init__(self, alpha=0.2):
+        super().__init__(alpha=alpha)
+        self.zoo_kernel = kernels.active()
+        if not self.zoo_kernel:
+            return
+        self.alpha_tensor = Tensor(np.array([alpha], np.float32))
+        grad = _custom("ZooLeakyReLUGrad", lambda x, dy, a: x, _same_dtype)
+
+        def bprop(x, alpha, out, dout):
+            return grad(x, dout, alpha), ops.zeros_like(alpha)
+
+        self.zoo_forward = _custom("ZooLeakyReLU", lambda x, a: x, _same_dtype, bprop)
+
+    def construct(self, x):
+        if self.zoo_kernel and x.dtype == mstype.float32:
+            return self.zoo_forward(x, self.alpha_tensor)
+        return super().construct(x)

@@ -1,0 +1,428 @@
+// The zoo's CPU kernels: MindSpore AOT custom operators (ops.Custom, func_type="aot") that run
+// convolution, max pooling and LeakyReLU on the zoo's own copy of oneDNN, which dispatches to the
+// CPU's full ISA and keeps convolutions in oneDNN's blocked layouts inside each call. MindSpore's
+// bundled oneDNN stays capped at AVX2 (see src/cpu_env.py); src/kernels/build.py renames this copy
+// so the two never meet.
+//
+// Every entry point has MindSpore's AOT signature. Tensors are plain (NCHW / OIHW) float32 as
+// MindSpore holds them. The last input is a small "geometry" tensor written by src/kernels/cells.py:
+//   convolution:  int64 [stride_h, stride_w, same, pad_top, pad_bottom, pad_left, pad_right]
+//   max pooling:  int64 [kernel_h, kernel_w, stride_h, stride_w, same, pad_top, pad_bottom, pad_left, pad_right]
+//   LeakyReLU:    float32 [alpha]
+// "same" padding follows MindSpore: total = max(0, (ceil(H / s) - 1) * s + k - H), the larger
+// half at the bottom/right. Primitives are created once per shape and cached.
+#include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+using namespace dnnl;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+namespace {
+
+engine &cpu() {
+  static engine e(engine::kind::cpu, 0);
+  return e;
+}
+
+std::mutex error_mutex;
+std::string last_error;
+
+int fail(const std::string &what) {
+  std::lock_guard<std::mutex> lock(error_mutex);
+  last_error = what;
+  return 1;
+}
+
+bool is_f32(const char *dtype) { return std::strcmp(dtype, "float32") == 0 || std::strcmp(dtype, "float") == 0; }
+
+// Padding of one spatial axis: (before, after).
+void axis_padding(int64_t size, int64_t kernel, int64_t stride, bool same, int64_t before, int64_t after,
+                  int64_t *out_before, int64_t *out_after) {
+  if (same) {
+    int64_t out = (size + stride - 1) / stride;
+    int64_t total = std::max<int64_t>(0, (out - 1) * stride + kernel - size);
+    before = total / 2;
+    after = total - before;
+  }
+  *out_before = before;
+  *out_after = after;
+}
+
+std::string join(std::initializer_list<int64_t> values) {
+  std::string s;
+  for (int64_t v : values) s += std::to_string(v) + ",";
+  return s;
+}
+
+template <typename T>
+T *cached(std::unordered_map<std::string, T *> &cache, std::mutex &mutex, const std::string &key,
+          T *(*create)(const std::string &, const void *), const void *arg) {
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  T *made = create(key, arg);
+  cache[key] = made;
+  return made;
+}
+
+memory::desc plain(const memory::dims &dims) {
+  return memory::desc(dims, dt::f32, dims.size() == 5 ? tag::abcde : tag::abcd);
+}
+
+// The user's buffer viewed in the primitive's layout: the buffer itself when the layouts agree,
+// else a new buffer (filled by a reorder when `fill`).
+memory in_layout(stream &s, const memory::desc &want, const memory::dims &dims, void *data, bool fill) {
+  memory user(plain(dims), cpu(), data);
+  if (want == user.get_desc()) return user;
+  memory converted(want, cpu());
+  if (fill) reorder(user, converted).execute(s, user, converted);
+  return converted;
+}
+
+void to_plain(stream &s, memory &result, const memory::dims &dims, void *data) {
+  if (result.get_data_handle() == data) return;
+  memory user(plain(dims), cpu(), data);
+  reorder(result, user).execute(s, result, user);
+}
+
+// ---------------------------------------------------------------- convolution
+struct ConvGeometry {
+  memory::dims src, wei, dst, strides, pad_before, pad_after;
+  std::string key;
+};
+
+ConvGeometry conv_geometry(const int64_t *x, const int64_t *w, const int64_t *g) {
+  ConvGeometry c;
+  int64_t groups = x[1] / w[1];
+  int64_t pt, pb, pl, pr;
+  axis_padding(x[2], w[2], g[0], g[2] != 0, g[3], g[4], &pt, &pb);
+  axis_padding(x[3], w[3], g[1], g[2] != 0, g[5], g[6], &pl, &pr);
+  int64_t oh = (x[2] + pt + pb - w[2]) / g[0] + 1, ow = (x[3] + pl + pr - w[3]) / g[1] + 1;
+  c.src = {x[0], x[1], x[2], x[3]};
+  if (groups == 1)
+    c.wei = {w[0], w[1], w[2], w[3]};
+  else
+    c.wei = {groups, w[0] / groups, w[1], w[2], w[3]};
+  c.dst = {x[0], w[0], oh, ow};
+  c.strides = {g[0], g[1]};
+  c.pad_before = {pt, pl};
+  c.pad_after = {pb, pr};
+  c.key = join({x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], g[0], g[1], pt, pb, pl, pr});
+  return c;
+}
+
+struct ConvPrimitives {
+  convolution_forward::primitive_desc fwd_pd;
+  convolution_forward fwd;
+  convolution_forward::primitive_desc infer_pd;
+  convolution_forward infer;
+  convolution_backward_data::primitive_desc bwd_data_pd;
+  convolution_backward_data bwd_data;
+  convolution_backward_weights::primitive_desc bwd_weights_pd;
+  convolution_backward_weights bwd_weights;
+};
+
+ConvPrimitives *make_conv(const std::string &, const void *arg) {
+  const ConvGeometry &c = *static_cast<const ConvGeometry *>(arg);
+  auto src = memory::desc(c.src, dt::f32, tag::any), wei = memory::desc(c.wei, dt::f32, tag::any),
+       dst = memory::desc(c.dst, dt::f32, tag::any);
+  auto *p = new ConvPrimitives();
+  p->fwd_pd = convolution_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::convolution_direct,
+                                                  src, wei, dst, c.strides, c.pad_before, c.pad_after);
+  p->fwd = convolution_forward(p->fwd_pd);
+  p->infer_pd = convolution_forward::primitive_desc(cpu(), prop_kind::forward_inference,
+                                                    algorithm::convolution_direct, src, wei, dst, c.strides,
+                                                    c.pad_before, c.pad_after);
+  p->infer = convolution_forward(p->infer_pd);
+  p->bwd_data_pd = convolution_backward_data::primitive_desc(cpu(), algorithm::convolution_direct, src, wei, dst,
+                                                             c.strides, c.pad_before, c.pad_after, p->fwd_pd);
+  p->bwd_data = convolution_backward_data(p->bwd_data_pd);
+  p->bwd_weights_pd = convolution_backward_weights::primitive_desc(
+      cpu(), algorithm::convolution_direct, src, wei, dst, c.strides, c.pad_before, c.pad_after, p->fwd_pd);
+  p->bwd_weights = convolution_backward_weights(p->bwd_weights_pd);
+  return p;
+}
+
+std::mutex conv_mutex;
+std::unordered_map<std::string, ConvPrimitives *> conv_cache;
+
+ConvPrimitives *conv_primitives(const ConvGeometry &c) {
+  return cached(conv_cache, conv_mutex, c.key, make_conv, &c);
+}
+
+bool conv_args_ok(int nparam, const char **dtypes) {
+  for (int i = 0; i < nparam; ++i)
+    if (i != nparam - 2 && !is_f32(dtypes[i])) return false;  // nparam - 2: the geometry input
+  return true;
+}
+
+int conv_forward(int nparam, void **params, int64_t **shapes, const char **dtypes, bool training) {
+  if (nparam != 4 || !conv_args_ok(nparam, dtypes)) return fail("convolution: expects float32 x, w, geometry -> y");
+  ConvGeometry c = conv_geometry(shapes[0], shapes[1], static_cast<const int64_t *>(params[2]));
+  ConvPrimitives *p = conv_primitives(c);
+  auto &pd = training ? p->fwd_pd : p->infer_pd;
+  stream s(cpu());
+  memory src = in_layout(s, pd.src_desc(), c.src, params[0], true);
+  memory wei = in_layout(s, pd.weights_desc(), c.wei, params[1], true);
+  memory dst = in_layout(s, pd.dst_desc(), c.dst, params[3], false);
+  (training ? p->fwd : p->infer).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  to_plain(s, dst, c.dst, params[3]);
+  s.wait();
+  return 0;
+}
+
+// ---------------------------------------------------------------- max pooling
+struct PoolGeometry {
+  memory::dims src, dst, kernel, strides, dilation, pad_before, pad_after;
+  std::string key;
+};
+
+PoolGeometry pool_geometry(const int64_t *x, const int64_t *g) {
+  PoolGeometry p;
+  int64_t pt, pb, pl, pr;
+  axis_padding(x[2], g[0], g[2], g[4] != 0, g[5], g[6], &pt, &pb);
+  axis_padding(x[3], g[1], g[3], g[4] != 0, g[7], g[8], &pl, &pr);
+  int64_t oh = (x[2] + pt + pb - g[0]) / g[2] + 1, ow = (x[3] + pl + pr - g[1]) / g[3] + 1;
+  p.src = {x[0], x[1], x[2], x[3]};
+  p.dst = {x[0], x[1], oh, ow};
+  p.kernel = {g[0], g[1]};
+  p.strides = {g[2], g[3]};
+  p.dilation = {0, 0};
+  p.pad_before = {pt, pl};
+  p.pad_after = {pb, pr};
+  p.key = join({x[0], x[1], x[2], x[3], g[0], g[1], g[2], g[3], pt, pb, pl, pr});
+  return p;
+}
+
+struct PoolPrimitives {
+  pooling_forward::primitive_desc fwd_pd;
+  pooling_forward fwd;
+  pooling_forward::primitive_desc infer_pd;
+  pooling_forward infer;
+  pooling_backward::primitive_desc bwd_pd;
+  pooling_backward bwd;
+};
+
+PoolPrimitives *make_pool(const std::string &, const void *arg) {
+  const PoolGeometry &g = *static_cast<const PoolGeometry *>(arg);
+  auto *p = new PoolPrimitives();
+  // Plain layouts: oneDNN's JIT pooling reads NCHW directly, so no reorders are needed.
+  p->fwd_pd = pooling_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::pooling_max,
+                                              plain(g.src), plain(g.dst), g.strides, g.kernel, g.dilation,
+                                              g.pad_before, g.pad_after);
+  p->fwd = pooling_forward(p->fwd_pd);
+  p->infer_pd = pooling_forward::primitive_desc(cpu(), prop_kind::forward_inference, algorithm::pooling_max,
+                                                plain(g.src), plain(g.dst), g.strides, g.kernel, g.dilation,
+                                                g.pad_before, g.pad_after);
+  p->infer = pooling_forward(p->infer_pd);
+  p->bwd_pd = pooling_backward::primitive_desc(cpu(), algorithm::pooling_max, plain(g.src), plain(g.dst),
+                                               g.strides, g.kernel, g.dilation, g.pad_before, g.pad_after,
+                                               p->fwd_pd);
+  p->bwd = pooling_backward(p->bwd_pd);
+  return p;
+}
+
+std::mutex pool_mutex;
+std::unordered_map<std::string, PoolPrimitives *> pool_cache;
+
+PoolPrimitives *pool_primitives(const PoolGeometry &g) { return cached(pool_cache, pool_mutex, g.key, make_pool, &g); }
+
+int64_t element_count(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+// ---------------------------------------------------------------- LeakyReLU
+eltwise_forward::primitive_desc leaky_forward_pd(const memory::desc &md, float alpha) {
+  return eltwise_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::eltwise_relu, md, md, alpha);
+}
+
+}  // namespace
+
+extern "C" {
+
+// x, w, geometry -> y (training: the forward pass whose backward follows).
+int ZooConv2D(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    return conv_forward(nparam, params, shapes, dtypes, true);
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooConv2D: ") + e.what());
+  }
+}
+
+// x, w, geometry -> y (inference).
+int ZooConv2DInference(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    return conv_forward(nparam, params, shapes, dtypes, false);
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooConv2DInference: ") + e.what());
+  }
+}
+
+// x (for its shape), w, dy, geometry -> dx.
+int ZooConv2DBackpropInput(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    if (nparam != 5 || !conv_args_ok(nparam, dtypes)) return fail("ZooConv2DBackpropInput: bad arguments");
+    ConvGeometry c = conv_geometry(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
+    ConvPrimitives *p = conv_primitives(c);
+    stream s(cpu());
+    memory dy = in_layout(s, p->bwd_data_pd.diff_dst_desc(), c.dst, params[2], true);
+    memory wei = in_layout(s, p->bwd_data_pd.weights_desc(), c.wei, params[1], true);
+    memory dx = in_layout(s, p->bwd_data_pd.diff_src_desc(), c.src, params[4], false);
+    p->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dx}});
+    to_plain(s, dx, c.src, params[4]);
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooConv2DBackpropInput: ") + e.what());
+  }
+}
+
+// x, w (for its shape), dy, geometry -> dw.
+int ZooConv2DBackpropFilter(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    if (nparam != 5 || !conv_args_ok(nparam, dtypes)) return fail("ZooConv2DBackpropFilter: bad arguments");
+    ConvGeometry c = conv_geometry(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
+    ConvPrimitives *p = conv_primitives(c);
+    stream s(cpu());
+    memory x = in_layout(s, p->bwd_weights_pd.src_desc(), c.src, params[0], true);
+    memory dy = in_layout(s, p->bwd_weights_pd.diff_dst_desc(), c.dst, params[2], true);
+    memory dw = in_layout(s, p->bwd_weights_pd.diff_weights_desc(), c.wei, params[4], false);
+    p->bwd_weights.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
+    to_plain(s, dw, c.wei, params[4]);
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooConv2DBackpropFilter: ") + e.what());
+  }
+}
+
+// x, geometry -> y, workspace (uint8; where each window's maximum was, for the backward pass).
+int ZooMaxPool(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    if (nparam != 4 || !is_f32(dtypes[0])) return fail("ZooMaxPool: expects float32 x, geometry -> y, workspace");
+    PoolGeometry g = pool_geometry(shapes[0], static_cast<const int64_t *>(params[1]));
+    PoolPrimitives *p = pool_primitives(g);
+    size_t have = static_cast<size_t>(element_count(ndims[3], shapes[3]));
+    if (p->fwd_pd.workspace_desc().get_size() > have) return fail("ZooMaxPool: workspace too small");
+    stream s(cpu());
+    memory src(plain(g.src), cpu(), params[0]), dst(plain(g.dst), cpu(), params[2]);
+    memory ws(p->fwd_pd.workspace_desc(), cpu(), params[3]);
+    p->fwd.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_WORKSPACE, ws}});
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooMaxPool: ") + e.what());
+  }
+}
+
+// x, geometry -> y (inference: no workspace).
+int ZooMaxPoolInference(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    if (nparam != 3 || !is_f32(dtypes[0])) return fail("ZooMaxPoolInference: expects float32 x, geometry -> y");
+    PoolGeometry g = pool_geometry(shapes[0], static_cast<const int64_t *>(params[1]));
+    PoolPrimitives *p = pool_primitives(g);
+    stream s(cpu());
+    memory src(plain(g.src), cpu(), params[0]), dst(plain(g.dst), cpu(), params[2]);
+    p->infer.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooMaxPoolInference: ") + e.what());
+  }
+}
+
+// x (for its shape), dy, workspace, geometry -> dx.
+int ZooMaxPoolGrad(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    if (nparam != 5 || !is_f32(dtypes[1])) return fail("ZooMaxPoolGrad: bad arguments");
+    PoolGeometry g = pool_geometry(shapes[0], static_cast<const int64_t *>(params[3]));
+    PoolPrimitives *p = pool_primitives(g);
+    stream s(cpu());
+    memory dy(plain(g.dst), cpu(), params[1]), dx(plain(g.src), cpu(), params[4]);
+    memory ws(p->fwd_pd.workspace_desc(), cpu(), params[2]);
+    p->bwd.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}, {DNNL_ARG_WORKSPACE, ws}});
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooMaxPoolGrad: ") + e.what());
+  }
+}
+
+// x, alpha -> y = x > 0 ? x : alpha * x.
+int ZooLeakyReLU(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    if (nparam != 3 || !is_f32(dtypes[0])) return fail("ZooLeakyReLU: expects float32 x, alpha -> y");
+    float alpha = *static_cast<const float *>(params[1]);
+    memory::desc md({element_count(ndims[0], shapes[0])}, dt::f32, tag::a);
+    auto pd = leaky_forward_pd(md, alpha);
+    stream s(cpu());
+    memory src(md, cpu(), params[0]), dst(md, cpu(), params[2]);
+    eltwise_forward(pd).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooLeakyReLU: ") + e.what());
+  }
+}
+
+// x, dy, alpha -> dx = x > 0 ? dy : alpha * dy.
+int ZooLeakyReLUGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  try {
+    if (nparam != 4 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooLeakyReLUGrad: bad arguments");
+    float alpha = *static_cast<const float *>(params[2]);
+    memory::desc md({element_count(ndims[0], shapes[0])}, dt::f32, tag::a);
+    auto fwd_pd = leaky_forward_pd(md, alpha);
+    auto pd = eltwise_backward::primitive_desc(cpu(), algorithm::eltwise_relu, md, md, md, alpha, fwd_pd);
+    stream s(cpu());
+    memory src(md, cpu(), params[0]), dy(md, cpu(), params[1]), dx(md, cpu(), params[3]);
+    eltwise_backward(pd).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}});
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(std::string("ZooLeakyReLUGrad: ") + e.what());
+  }
+}
+
+// Threads of this oneDNN copy (OpenMP); returns the count in effect.
+int ZooSetThreads(int threads) {
+  if (threads > 0) omp_set_num_threads(threads);
+  return omp_get_max_threads();
+}
+
+// Lift the ISA cap the environment set for MindSpore's oneDNN (0 = ok); must precede any primitive.
+int ZooUseFullIsa() { return static_cast<int>(dnnl_set_max_cpu_isa(dnnl_cpu_isa_default)); }
+
+// oneDNN version of this copy, major * 10000 + minor * 100 + patch.
+int ZooOnednnVersion() {
+  const dnnl_version_t *v = dnnl_version();
+  return v->major * 10000 + v->minor * 100 + v->patch;
+}
+
+// Which oneDNN implementation each cached primitive uses (for the benchmark's report).
+const char *ZooImplementations() {
+  static std::string text;
+  std::lock_guard<std::mutex> lock(conv_mutex);
+  text.clear();
+  for (auto &kv : conv_cache)
+    text += "conv " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + " / " +
+            kv.second->bwd_data_pd.impl_info_str() + " / " + kv.second->bwd_weights_pd.impl_info_str() + "\n";
+  for (auto &kv : pool_cache) text += "maxpool " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + "\n";
+  return text.c_str();
+}
+
+const char *ZooLastError() {
+  std::lock_guard<std::mutex> lock(error_mutex);
+  return last_error.c_str();
+}
+
+}  // extern "C"

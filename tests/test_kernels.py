@@ -1,0 +1,241 @@
+"""The zoo's CPU kernels (src/kernels): same results as MindSpore's operators, forward and
+backward; exports hold only standard operators; clear failures when they cannot be built."""
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import src  # noqa: F401  (sets the oneDNN environment before MindSpore loads)
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from src import kernels
+from src.errors import ConfigError
+from src.kernels import build, cells
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _kernels_or_skip():
+    try:
+        kernels.load()
+    except build.KernelBuildError as exc:
+        pytest.skip(f"the zoo's CPU kernels cannot be built here: {exc}")
+
+
+@pytest.fixture
+def zoo_kernels():
+    """Layers built inside the test use the zoo's kernels; the previous state is restored."""
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    _kernels_or_skip()
+    assert kernels.available("zoo", "CPU", "O0", 2)
+    with kernels.layers_use_kernels(True):
+        yield
+
+
+class SquaredSum(nn.Cell):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def construct(self, x):
+        return (self.layer(x) ** 2).sum()
+
+
+def _run(layer, x):
+    """Train-mode output, input gradient and parameter gradients; eval-mode output."""
+    layer.set_train(True)
+    net = SquaredSum(layer)
+    net.set_train(True)
+    _, (dx, dparams) = ms.value_and_grad(net, 0, net.trainable_params())(x)
+    layer.set_train(False)
+    y_eval = layer(x).asnumpy()
+    layer.set_train(True)
+    return [y_eval, dx.asnumpy()] + [d.asnumpy() for d in dparams]
+
+
+def _pair_of_layers(make):
+    """The same layer twice: on MindSpore's operators and on the zoo's kernels, equal weights."""
+    with kernels.layers_use_kernels(False):
+        standard = make()
+    zoo = make()
+    assert not getattr(standard, "zoo_kernel") and zoo.zoo_kernel
+    for a, b in zip(standard.trainable_params(), zoo.trainable_params()):
+        assert a.name == b.name
+        b.set_data(a.data)
+    return standard, zoo
+
+
+CONVS = {
+    "3x3 same": (lambda: cells.Conv2d(6, 8, 3, pad_mode="same"), (2, 6, 9, 9)),
+    "3x3 same stride 2, even size (pad bottom/right only)": (
+        lambda: cells.Conv2d(6, 8, 3, stride=2, pad_mode="same"), (2, 6, 10, 10)),
+    "3x3 pad 1 stride 2, bias": (
+        lambda: cells.Conv2d(6, 8, 3, stride=2, pad_mode="pad", padding=1, has_bias=True),
+        (2, 6, 11, 11)),
+    "asymmetric explicit padding": (
+        lambda: cells.Conv2d(6, 8, 3, pad_mode="pad", padding=(0, 2, 1, 0)), (1, 6, 7, 8)),
+    "depthwise 3x3": (lambda: cells.Conv2d(8, 8, 3, pad_mode="pad", padding=1, group=8),
+                      (2, 8, 9, 9)),
+    "grouped 1x1": (lambda: cells.Conv2d(8, 12, 1, group=4), (2, 8, 5, 5)),
+    "1x1 valid, bias": (lambda: cells.Conv2d(8, 16, 1, pad_mode="valid", has_bias=True),
+                        (3, 8, 5, 7)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONVS))
+def test_convolution_matches_mindspore_forward_and_backward(case, zoo_kernels):
+    make, shape = CONVS[case]
+    standard, zoo = _pair_of_layers(make)
+    x = Tensor(np.random.RandomState(1).randn(*shape).astype(np.float32))
+    for want, got in zip(_run(standard, x), _run(zoo, x)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+POOLS = {
+    "2x2 stride 2 same (Tiny-DarkNet)": (lambda: cells.MaxPool2d(2, 2, pad_mode="same"),
+                                         (2, 3, 8, 8)),
+    "2x2 stride 1 same (YOLOv3-Tiny: pads bottom/right)": (
+        lambda: cells.MaxPool2d(2, 1, pad_mode="same"), (2, 3, 7, 7)),
+    "2x2 stride 2 valid, odd size (VGG16, YOLOv3-Tiny)": (
+        lambda: cells.MaxPool2d(2, 2, pad_mode="valid"), (2, 3, 9, 9)),
+    "3x3 stride 2 same": (lambda: cells.MaxPool2d(3, 2, pad_mode="same"), (1, 2, 9, 10)),
+}
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("case", sorted(POOLS))
+def test_max_pooling_matches_mindspore_exactly(case, ties, zoo_kernels):
+    """Bit-equal, gradient included: with ties (flat image regions) the gradient goes to the
+    same element of the window as in MindSpore, since both keep oneDNN's record of it."""
+    make, shape = POOLS[case]
+    standard, zoo = _pair_of_layers(make)
+    rng = np.random.RandomState(2)
+    data = rng.randint(0, 3, shape) if ties else rng.randn(*shape)
+    x = Tensor(data.astype(np.float32))
+    for want, got in zip(_run(standard, x), _run(zoo, x)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_leaky_relu_matches_mindspore(zoo_kernels):
+    standard, zoo = _pair_of_layers(lambda: cells.LeakyReLU(0.1))
+    x = Tensor(np.random.RandomState(3).randn(2, 3, 5, 5).astype(np.float32))
+    for want, got in zip(_run(standard, x), _run(zoo, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_a_model_built_by_the_engine_uses_them_and_exports_standard_operators(tmp_path):
+    """build_network follows cpu_kernels; ONNX and MINDIR exports hold no custom operator and
+    agree with the network running on the kernels."""
+    _kernels_or_skip()
+    import onnx
+
+    from src.config import load_config
+    from src.engine import build_network
+    from src.export import ExportedModel, export_network, sample_input
+
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    cfg = load_config(os.path.join(REPO, "config", "yolov3_tiny_coco.yaml"),
+                      [("device_target", "CPU"), ("image_size", [64, 64]), ("num_classes", 3)])
+    for mode, expect in (("mindspore", False), ("zoo", True), ("auto", True)):
+        net = build_network(cfg.replace(cpu_kernels=mode))
+        used = {type(c).__name__ for _, c in net.cells_and_names() if getattr(c, "zoo_kernel", 0)}
+        assert used == ({"Conv2d", "MaxPool2d", "LeakyReLU"} if expect else set()), mode
+    assert not build_network(cfg.replace(amp_level="O2")).backbone.downsample.zoo_kernel
+    batch = sample_input(1, (64, 64), seed=4)
+    net.set_train(False)
+    expected = [o.asnumpy() for o in net(Tensor(batch))]
+    for file_format in ("ONNX", "MINDIR"):
+        path = export_network(net, str(tmp_path / "yolo"), file_format, 1, (64, 64),
+                              log=lambda _: None)
+        if file_format == "ONNX":
+            assert not {n.op_type for n in onnx.load(path).graph.node} & {"Custom", "ZooConv2D"}
+        for want, got in zip(expected, ExportedModel(path)(batch)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert net.backbone.downsample.zoo_kernel  # the network itself still runs on the kernels
+
+
+def test_their_onednn_is_a_separate_copy_with_the_full_isa():
+    """MindSpore's bundled oneDNN (3.10, capped at AVX2) and the kernels' (the wheel's) coexist."""
+    _kernels_or_skip()
+    handle = ctypes.CDLL(kernels.load())
+    assert handle.ZooOnednnVersion() // 100 == 302  # the onednn-cpu-gomp 2023.2 wheel
+    libraries = [line.split()[-1] for line in open("/proc/self/maps", encoding="utf-8")
+                 if "dnnl" in line]
+    assert any(path.endswith("mindspore/lib/libdnnl.so.3") for path in libraries)
+    assert any(path.endswith(build.ONEDNN_COPY) for path in libraries)
+
+
+def test_set_soname_rewrites_only_the_name(tmp_path):
+    _kernels_or_skip()
+    copy = tmp_path / "lib.so"
+    shutil.copy(os.path.join(os.path.dirname(kernels.load()), build.ONEDNN_COPY), copy)
+    size = copy.stat().st_size
+    build.set_soname(str(copy), "libq.so")
+    readelf = shutil.which("readelf")
+    if readelf:
+        out = subprocess.run([readelf, "-d", str(copy)], capture_output=True, text=True).stdout
+        assert "Library soname: [libq.so]" in out
+    assert copy.stat().st_size == size
+    with pytest.raises(build.KernelBuildError, match="longer"):
+        build.set_soname(str(copy), "libmuchlongername.so")
+
+
+def _configure_in_child(mode: str, env: dict) -> subprocess.CompletedProcess:
+    code = ("import src, sys\nfrom src import kernels\nfrom src.errors import ConfigError\n"
+            f"try:\n    print('active', kernels.available({mode!r}, 'CPU', 'O0'))\n"
+            "except ConfigError as e:\n    print('error:', e, file=sys.stderr); sys.exit(2)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, **env), timeout=300)
+
+
+def test_without_a_compiler_auto_falls_back_with_a_note_and_zoo_fails_clearly(tmp_path):
+    env = {"CXX": "no-such-compiler", build.CACHE_VARIABLE: str(tmp_path / "cache")}
+    auto = _configure_in_child("auto", env)
+    assert auto.returncode == 0 and "active False" in auto.stdout
+    assert "note: using MindSpore's CPU operators (slower): no C++ compiler (no-such-compiler)" \
+        in auto.stderr
+    strict = _configure_in_child("zoo", env)
+    assert strict.returncode == 2
+    assert ("error: cpu_kernels=zoo, but the zoo's CPU kernels cannot be used: no C++ compiler"
+            in strict.stderr)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_not_cpu_or_not_float32_means_mindspore_operators():
+    assert not kernels.available("auto", "GPU", "O0")
+    assert not kernels.available("auto", "CPU", "O2")
+    with pytest.raises(ConfigError, match="amp_level is O2"):
+        kernels.available("zoo", "CPU", "O2")
+    with pytest.raises(ConfigError, match="invalid cpu_kernels"):
+        kernels.available("fast", "CPU", "O0")
+
+
+def test_layers_outside_the_engine_are_mindspores():
+    """create_model (mindspore_hub_conf) gives standard layers, whatever was built before."""
+    _kernels_or_skip()
+    from src.registry import create_model
+
+    with kernels.layers_use_kernels(True):
+        assert create_model("tinydarknet", 10, image_size=(32, 32)).features[0].conv.zoo_kernel
+    assert not create_model("tinydarknet", 10, image_size=(32, 32)).features[0].conv.zoo_kernel
+
+
+def test_concurrent_first_builds_agree(tmp_path):
+    """Data-parallel workers build at the same time: both succeed and share one library."""
+    _kernels_or_skip()
+    code = "from src.kernels import build; print(build.build_library())"
+    env = dict(os.environ, **{build.CACHE_VARIABLE: str(tmp_path)})
+    children = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, text=True,
+                                 stdout=subprocess.PIPE) for _ in range(2)]
+    paths = [child.communicate(timeout=300)[0].strip() for child in children]
+    assert all(child.returncode == 0 for child in children)
+    assert paths[0] == paths[1] and os.path.isfile(paths[0])
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(os.path.dirname(paths[0]))]
