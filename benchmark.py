@@ -108,17 +108,18 @@ def forward_flops(net, image_size) -> float:
     return total[0]
 
 
-def benchmark_config_source(name: str, size: int, batch: int):
+def benchmark_config_source(name: str, size: int, batch: int, cpu_kernels: str = "auto"):
     """``(config path, overrides)`` of model ``name``'s benchmark recipe (see :func:`load_config`)."""
     from src.config import load_config
 
     path = os.path.join(REPO_ROOT, "config", BENCHMARKS[name]["config"])
     return path, [("device_target", "CPU"), ("image_size", [size, size]), ("batch_size", batch),
                   ("data.dir", os.path.join(DEMO_ROOT, load_config(path).dataset)),
-                  ("detection.multi_scale", []), ("epochs", 1), ("lr.warmup_epochs", 0)]
+                  ("detection.multi_scale", []), ("epochs", 1), ("lr.warmup_epochs", 0),
+                  ("cpu_kernels", cpu_kernels)]
 
 
-def benchmark_config(name: str, size: int, batch: int):
+def benchmark_config(name: str, size: int, batch: int, cpu_kernels: str = "auto"):
     """``(cfg, task, RunContext)`` of model ``name``'s benchmark recipe on the demo data (CPU)."""
     import mindspore as ms
 
@@ -129,7 +130,7 @@ def benchmark_config(name: str, size: int, batch: int):
     from src.tasks import get_task
 
     task = get_task(get_model_spec(name).task)
-    cfg = load_config(*benchmark_config_source(name, size, batch))
+    cfg = load_config(*benchmark_config_source(name, size, batch, cpu_kernels))
     ensure_demo_data(DEMO_ROOT, cfg.dataset)
     ms.set_context(mode=ms.GRAPH_MODE)
     return cfg, task, RunContext("CPU", 0)
@@ -162,11 +163,11 @@ ONEDNN_KINDS = {"convolution": "conv", "deconvolution": "conv", "batch_normaliza
                 "sum": "elementwise", "softmax": "softmax", "reduction": "reduction"}
 
 
-def profile_child(name: str, size: int, batch: int, steps: int) -> None:
+def profile_child(name: str, size: int, batch: int, steps: int, cpu_kernels: str) -> None:
     """Run ``steps`` timed train steps between markers on stdout (ONEDNN_VERBOSE is set by the parent)."""
     import ctypes
 
-    cfg, task, ctx = benchmark_config(name, size, batch)
+    cfg, task, ctx = benchmark_config(name, size, batch, cpu_kernels)
     first_batch = first_training_batch(cfg, task, ctx)
     _, step = benchmark_train_step(cfg, task, steps + 10)
     for _ in range(2):  # compile and warm up
@@ -214,7 +215,7 @@ def parse_onednn_profile(lines, steps: int) -> dict:
     return totals
 
 
-def profile_model(name: str, size: int, batch: int, steps: int) -> dict:
+def profile_model(name: str, size: int, batch: int, steps: int, cpu_kernels: str = "auto") -> dict:
     """Where a train step's time goes: oneDNN primitives by kind/kernel, and the rest.
 
     The steps run in a child process with ``ONEDNN_VERBOSE=profile_exec``
@@ -225,7 +226,7 @@ def profile_model(name: str, size: int, batch: int, steps: int) -> dict:
     import subprocess  # pylint: disable=import-outside-toplevel
     env = dict(os.environ, ONEDNN_VERBOSE="profile_exec")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--profile_child",
-                           f"{name},{size},{batch},{steps}"], cwd=REPO_ROOT, env=env,
+                           f"{name},{size},{batch},{steps},{cpu_kernels}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, check=False)
     lines = proc.stdout.splitlines()
     if proc.returncode or "@@start" not in lines:
@@ -262,8 +263,11 @@ def format_profile(profile) -> str:
 
 
 def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str, rival=None,
-                    peer=None, log=print):
+                    peer=None, log=print, cpu_kernels: str = "auto"):
     """All measurements for one model; returns a JSON-ready dict.
+
+    ``cpu_kernels``: the config key for the zoo's network (src/kernels); the result's
+    ``cpu_kernels`` says which were used (``zoo`` or ``mindspore``).
 
     ``rival``: another zoo's train step (a callable taking images and labels),
     timed interleaved with ours on the same batch; it adds
@@ -278,7 +282,7 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
 
     from src.export import ExportedModel, export_network, sample_input
 
-    cfg, task, ctx = benchmark_config(name, size, batch)
+    cfg, task, ctx = benchmark_config(name, size, batch, cpu_kernels)
     result = {"model": name, "image_size": size, "batch": batch}
 
     # Data pipeline: the real training pipeline, no model.
@@ -305,7 +309,9 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
     timed = {"ours": lambda: step(*first_batch)[0].asnumpy()}
     if rival:
         timed["mindcv"] = lambda: rival(*first_batch)  # the same batch for both
-    peer_runner = (peer(benchmark_config_source(name, size, batch), net,
+    result["cpu_kernels"] = ("zoo" if any(getattr(c, "zoo_kernel", False)
+                                          for _, c in net.cells_and_names()) else "mindspore")
+    peer_runner = (peer(benchmark_config_source(name, size, batch, cpu_kernels), net,
                         [column.asnumpy() for column in first_batch]) if peer else None)
     if peer_runner:
         timed["pytorch"] = peer_runner.train_step
@@ -407,6 +413,7 @@ def _sync(outputs):
 
 
 COLUMNS = [("model", "model", "{}"), ("size", "image_size", "{}"), ("batch", "batch", "{}"),
+           ("kernels", "cpu_kernels", "{}"),
            ("GFLOPs/img", "gflops_per_image", "{:.3f}"), ("train img/s", "train_img_per_s", "{:.1f}"),
            ("train GFLOP/s", "train_gflops_per_s", "{:.1f}"), ("compile s", "train_compile_s", "{:.1f}"),
            ("data img/s", "data_img_per_s", "{:.1f}"), ("data/train", "data_over_train", "{:.1f}x"),
@@ -444,6 +451,7 @@ def environment() -> dict:
         pass
     return {"mindspore": ms.__version__, "cpu": cpu, "cores": os.cpu_count(),
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
             "python": platform.python_version()}
 
 
@@ -494,11 +502,14 @@ def main(argv=None) -> int:
                         help="also time the same networks in PyTorch eager (needs torch)")
     parser.add_argument("--profile", action="store_true",
                         help="instead: where a train step's time goes (oneDNN kernels and the rest)")
+    parser.add_argument("--cpu_kernels", choices=("auto", "zoo", "mindspore"), default="auto",
+                        help="the zoo's train step on its own CPU kernels (src/kernels) or on "
+                             "MindSpore's operators, as the config key cpu_kernels")
     parser.add_argument("--profile_child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.profile_child:
-        name, size, batch, steps = args.profile_child.split(",")
-        profile_child(name, int(size), int(batch), int(steps))
+        name, size, batch, steps, cpu_kernels = args.profile_child.split(",")
+        profile_child(name, int(size), int(batch), int(steps), cpu_kernels)
         return 0
     names = list(BENCHMARKS) if args.model == "all" else [args.model]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -517,7 +528,8 @@ def main(argv=None) -> int:
         profiles = []
         for name in names:
             size, batch = sizes[name]
-            profiles.append(profile_model(name, size, batch, args.repeats or (1 if args.quick else 3)))
+            profiles.append(profile_model(name, size, batch, args.repeats or (1 if args.quick else 3),
+                                          args.cpu_kernels))
             print(format_profile(profiles[-1]), flush=True)
         if args.json:
             from src.utils.io import atomic_write_text  # pylint: disable=import-outside-toplevel
@@ -535,7 +547,7 @@ def main(argv=None) -> int:
                 recipe_cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]))
                 rival = mindcv_train_step(recipe_cfg, name)
             results.append(benchmark_model(name, size, batch, repeats, workdir, rival=rival,
-                                           peer=peer))
+                                           peer=peer, cpu_kernels=args.cpu_kernels))
     report = {"environment": environment(), "results": results}
     print(format_table(results))
     print(json.dumps(report["environment"]))

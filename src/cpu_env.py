@@ -20,9 +20,20 @@ ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
 OMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
 # Set in a child process that must run with the user's settings (the PyTorch peer).
 KEEP_USER_VARIABLE = "ZOO_KEEP_USER_CPU_ENV"
+# The names apply() set itself, so that child processes (which inherit them) still know
+# the values are the zoo's and not the user's.
+SET_BY_ZOO_VARIABLE = "ZOO_CPU_ENV_SET"
+_SET_BY_ZOO = set(filter(None, os.environ.get(SET_BY_ZOO_VARIABLE, "").split(",")))
 # The user's own values (None: unset), before apply() changes them.
-USER_VALUES = {name: os.environ.get(name) for name in (ISA_VARIABLE, OMP_WAIT_VARIABLE)}
+USER_VALUES = {name: None if name in _SET_BY_ZOO else os.environ.get(name)
+               for name in (ISA_VARIABLE, OMP_WAIT_VARIABLE)}
 USER_ISA = USER_VALUES[ISA_VARIABLE]
+
+
+def _set_for_the_zoo(name: str, value: str) -> None:
+    os.environ[name] = value
+    _SET_BY_ZOO.add(name)
+    os.environ[SET_BY_ZOO_VARIABLE] = ",".join(sorted(_SET_BY_ZOO))
 
 
 def _cpu_has_avx512() -> bool:
@@ -41,29 +52,30 @@ def apply() -> None:
     user chose (idempotent)."""
     if os.environ.get(KEEP_USER_VARIABLE) != "1":
         if ISA_VARIABLE not in os.environ and _cpu_has_avx512():
-            os.environ[ISA_VARIABLE] = "AVX2"
-        os.environ.setdefault(OMP_WAIT_VARIABLE, "PASSIVE")
+            _set_for_the_zoo(ISA_VARIABLE, "AVX2")
+        if OMP_WAIT_VARIABLE not in os.environ:
+            _set_for_the_zoo(OMP_WAIT_VARIABLE, "PASSIVE")
     # MindSpore logs deprecation and backend-probe warnings on every run; show
     # errors only (GLOG_v=2 or 1 brings the rest back).
     os.environ.setdefault("GLOG_v", "3")
+
+
+def _set_environment(values: dict) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @contextlib.contextmanager
 def user_environment():
     """Inside this block the environment holds the user's own values of what :func:`apply`
     sets, for starting a child process that is not the zoo (the PyTorch peer)."""
-    saved = {name: os.environ.get(name) for name in (*USER_VALUES, KEEP_USER_VARIABLE)}
-    wanted = dict(USER_VALUES, **{KEEP_USER_VARIABLE: "1"})
+    saved = {name: os.environ.get(name)
+             for name in (*USER_VALUES, KEEP_USER_VARIABLE, SET_BY_ZOO_VARIABLE)}
     try:
-        for name, value in wanted.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _set_environment(dict(USER_VALUES, **{KEEP_USER_VARIABLE: "1", SET_BY_ZOO_VARIABLE: None}))
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _set_environment(saved)

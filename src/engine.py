@@ -46,9 +46,7 @@ def build_network(cfg):
     Its layers run on the zoo's CPU kernels when ``cfg.cpu_kernels`` allows (src/kernels).
     """
     ms.set_seed(cfg.seed)
-    use = kernels.available(cfg.cpu_kernels, cfg.device_target, cfg.amp_level,
-                            ms.get_context("runtime_num_threads"))
-    with kernels.layers_use_kernels(use):
+    with kernels.for_config(cfg):
         return create_model(cfg.model, cfg.num_classes, cfg.image_size, **cfg.net)
 
 

@@ -61,7 +61,48 @@ def test_quick_benchmark_of_every_model_is_well_formed(tmp_path):
         for key in ("train_img_per_s", "data_img_per_s", "gflops_per_image", "train_compile_s",
                     "infer_ckpt_b1_img_per_s", "infer_mindir_b1_img_per_s", "infer_onnx_b1_img_per_s"):
             assert isinstance(r[key], float) and r[key] > 0, (r["model"], key, r.get(key))
+        assert r["cpu_kernels"] in ("zoo", "mindspore")
     assert "| tinydarknet |" in proc.stdout and "train img/s" in proc.stdout
+
+
+def test_cpu_kernels_option_picks_the_zoo_step():
+    import benchmark
+    cfg, _, _ = benchmark.benchmark_config("tinydarknet", 32, 2, "mindspore")
+    assert cfg.cpu_kernels == "mindspore"
+    assert dict(benchmark.benchmark_config_source("vgg16", 32, 2)[1])["cpu_kernels"] == "auto"
+
+
+def test_child_processes_can_get_the_users_own_cpu_environment(monkeypatch):
+    """What cpu_env.apply() sets for MindSpore (ISA cap, OpenMP passive wait) is undone for the
+    PyTorch peer, and the child's own apply() leaves it so; ours is restored afterwards."""
+    monkeypatch.setitem(cpu_env.USER_VALUES, cpu_env.ISA_VARIABLE, None)
+    monkeypatch.setitem(cpu_env.USER_VALUES, cpu_env.OMP_WAIT_VARIABLE, "ACTIVE")
+    monkeypatch.setenv(cpu_env.ISA_VARIABLE, "AVX2")
+    monkeypatch.setenv(cpu_env.OMP_WAIT_VARIABLE, "PASSIVE")
+    with cpu_env.user_environment():
+        env = dict(os.environ)
+    assert cpu_env.ISA_VARIABLE not in env and env[cpu_env.OMP_WAIT_VARIABLE] == "ACTIVE"
+    code = "import os, src; print(os.environ.get('ONEDNN_MAX_CPU_ISA'), os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, text=True,
+                         capture_output=True, timeout=120).stdout.split()
+    assert out == ["None", "ACTIVE"]
+    assert os.environ[cpu_env.ISA_VARIABLE] == "AVX2"
+    assert os.environ[cpu_env.OMP_WAIT_VARIABLE] == "PASSIVE"
+
+
+def test_a_zoo_child_process_knows_the_inherited_settings_are_the_zoos():
+    """A zoo process started by a zoo process (profile child, test subprocess) sees the ISA cap
+    in its environment but still knows it is not the user's: its kernels lift it."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in (cpu_env.ISA_VARIABLE, cpu_env.OMP_WAIT_VARIABLE, cpu_env.SET_BY_ZOO_VARIABLE)}
+    code = ("import os, subprocess, sys, src; from src import cpu_env; "
+            "print(cpu_env.USER_VALUES, os.environ.get('OMP_WAIT_POLICY')); sys.stdout.flush(); "
+            "subprocess.run([sys.executable, '-c', 'import src; from src import cpu_env; "
+            "print(cpu_env.USER_VALUES)'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, text=True,
+                         capture_output=True, timeout=120).stdout.splitlines()
+    unset = str({cpu_env.ISA_VARIABLE: None, cpu_env.OMP_WAIT_VARIABLE: None})
+    assert out == [unset + " PASSIVE", unset]
 
 
 # --- the PyTorch peers (benchmark.py --peer=pytorch) ---------------------------------------

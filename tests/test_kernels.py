@@ -239,3 +239,31 @@ def test_concurrent_first_builds_agree(tmp_path):
     assert all(child.returncode == 0 for child in children)
     assert paths[0] == paths[1] and os.path.isfile(paths[0])
     assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(os.path.dirname(paths[0]))]
+
+
+def test_best_iou_is_bit_equal_to_the_yolo_loss_arithmetic(zoo_kernels):
+    """The ignore mask's IoU on the kernel equals the MindSpore version, padding rows and an
+    exact match included, and passes no gradient."""
+    from src.yolov3_tiny.loss import best_iou_with_ground_truth
+
+    rng = np.random.RandomState(6)
+    pred = rng.uniform(0.01, 0.9, (2, 5, 4, 3, 4)).astype(np.float32)
+    gt = rng.uniform(0.01, 0.9, (2, 7, 4)).astype(np.float32)
+    gt[1, 3:] = 0.0
+    gt[0, 2] = pred[0, 4, 1, 2]
+    got = cells.BestIoU()(Tensor(pred), Tensor(gt)).asnumpy()
+    want = best_iou_with_ground_truth(Tensor(pred), Tensor(gt)).asnumpy()
+    assert got.shape == (2, 5, 4, 3, 1)
+    np.testing.assert_array_equal(got, want)
+    assert abs(got[0, 4, 1, 2, 0] - 1.0) < 1e-4  # eps 1e-6 over a small union
+
+    class Masked(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.iou = cells.BestIoU()
+
+        def construct(self, boxes, truth):
+            return (self.iou(boxes, truth) * boxes[..., :1]).sum()
+
+    grad = ms.grad(Masked(), grad_position=0)(Tensor(pred), Tensor(gt)).asnumpy()
+    np.testing.assert_array_equal(grad[..., 1:], 0)  # only through the multiplier

@@ -240,4 +240,4 @@ def test_best_iou_with_ground_truth_equals_the_broadcast_iou(pynative_cpu):
                         ms.Tensor(gt.reshape(2, 1, 1, 1, 6, 4))).asnumpy().max(-1, keepdims=True)
     assert got.shape == (2, 3, 4, 3, 1)
     np.testing.assert_array_equal(got, want)
-    assert got[0, 1, 2, 0, 0] == np.float32(1.0) or abs(got[0, 1, 2, 0, 0] - 1.0) < 1e-5
+    assert abs(got[0, 1, 2, 0, 0] - 1.0) < 1e-4  # eps 1e-6 over a small union

@@ -129,3 +129,11 @@ def standard_operators(net):
     finally:
         for cell in switched:
             cell.zoo_kernel = True
+
+
+def for_config(cfg):
+    """Layers built inside this block use the zoo's kernels when ``cfg`` allows
+    (``cfg.cpu_kernels``, ``device_target``, ``amp_level``)."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    return layers_use_kernels(available(cfg.cpu_kernels, cfg.device_target, cfg.amp_level,
+                                        ms.get_context("runtime_num_threads")))

@@ -112,7 +112,9 @@ def build_library(root: Optional[str] = None) -> str:
     try:
         shutil.copy2(library, os.path.join(work, ONEDNN_COPY))
         set_soname(os.path.join(work, ONEDNN_COPY), ONEDNN_COPY)
-        command = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", SOURCE, "-I", include,
+        # -ffp-contract=off: no fused multiply-add, so element-wise kernels round like MindSpore's.
+        command = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=off",
+                   SOURCE, "-I", include,
                    "-L", work, f"-l:{ONEDNN_COPY}", "-Wl,-rpath,$ORIGIN",
                    "-o", os.path.join(work, LIBRARY_NAME)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)

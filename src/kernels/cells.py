@@ -152,3 +152,26 @@ class LeakyReLU(nn.LeakyReLU):
         if self.zoo_kernel and x.dtype == mstype.float32:
             return self.zoo_forward(x, self.alpha_tensor)
         return super().construct(x)
+
+
+class BestIoU(nn.Cell):
+    """Best IoU of each box ``(N, ..., 4)`` with any of its image's boxes ``(N, M, 4)``, both
+    centre/size; returns ``(N, ..., 1)``, without a gradient (for detectors' ignore masks).
+
+    One pass over the N x boxes x M pairs instead of MindSpore's broadcast element-wise
+    operators (15 % of a YOLOv3-Tiny train step). Build it only while :func:`src.kernels.active`.
+    """
+
+    def __init__(self):
+        super().__init__()
+
+        def bprop(boxes, truth, out, dout):
+            return ops.zeros_like(boxes), ops.zeros_like(truth)
+
+        self.best_iou = _custom("ZooBestIoU", lambda b, t: [b[0], b[1]], _same_dtype, bprop)
+
+    def construct(self, boxes, truth):
+        n = boxes.shape[0]
+        flat = ops.stop_gradient(boxes).reshape(n, -1, 4)
+        best = self.best_iou(flat, ops.stop_gradient(truth))
+        return best.reshape(boxes.shape[:-1] + (1,))

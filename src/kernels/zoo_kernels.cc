@@ -179,6 +179,29 @@ int conv_forward(int nparam, void **params, int64_t **shapes, const char **dtype
   return 0;
 }
 
+// x, w, dy, geometry -> dx (`data`) or dw.
+int conv_backward(int nparam, void **params, int64_t **shapes, const char **dtypes, bool data) {
+  if (nparam != 5 || !conv_args_ok(nparam, dtypes)) return fail("convolution backward: expects float32 x, w, dy, geometry");
+  ConvGeometry c = conv_geometry(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
+  ConvPrimitives *p = conv_primitives(c);
+  stream s(cpu());
+  if (data) {
+    memory dy = in_layout(s, p->bwd_data_pd.diff_dst_desc(), c.dst, params[2], true);
+    memory wei = in_layout(s, p->bwd_data_pd.weights_desc(), c.wei, params[1], true);
+    memory dx = in_layout(s, p->bwd_data_pd.diff_src_desc(), c.src, params[4], false);
+    p->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dx}});
+    to_plain(s, dx, c.src, params[4]);
+  } else {
+    memory x = in_layout(s, p->bwd_weights_pd.src_desc(), c.src, params[0], true);
+    memory dy = in_layout(s, p->bwd_weights_pd.diff_dst_desc(), c.dst, params[2], true);
+    memory dw = in_layout(s, p->bwd_weights_pd.diff_weights_desc(), c.wei, params[4], false);
+    p->bwd_weights.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
+    to_plain(s, dw, c.wei, params[4]);
+  }
+  s.wait();
+  return 0;
+}
+
 // ---------------------------------------------------------------- max pooling
 struct PoolGeometry {
   memory::dims src, dst, kernel, strides, dilation, pad_before, pad_after;
@@ -271,17 +294,7 @@ int ZooConv2DInference(int nparam, void **params, int *, int64_t **shapes, const
 // x (for its shape), w, dy, geometry -> dx.
 int ZooConv2DBackpropInput(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
   try {
-    if (nparam != 5 || !conv_args_ok(nparam, dtypes)) return fail("ZooConv2DBackpropInput: bad arguments");
-    ConvGeometry c = conv_geometry(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
-    ConvPrimitives *p = conv_primitives(c);
-    stream s(cpu());
-    memory dy = in_layout(s, p->bwd_data_pd.diff_dst_desc(), c.dst, params[2], true);
-    memory wei = in_layout(s, p->bwd_data_pd.weights_desc(), c.wei, params[1], true);
-    memory dx = in_layout(s, p->bwd_data_pd.diff_src_desc(), c.src, params[4], false);
-    p->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dx}});
-    to_plain(s, dx, c.src, params[4]);
-    s.wait();
-    return 0;
+    return conv_backward(nparam, params, shapes, dtypes, true);
   } catch (const std::exception &e) {
     return fail(std::string("ZooConv2DBackpropInput: ") + e.what());
   }
@@ -290,17 +303,7 @@ int ZooConv2DBackpropInput(int nparam, void **params, int *, int64_t **shapes, c
 // x, w (for its shape), dy, geometry -> dw.
 int ZooConv2DBackpropFilter(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
   try {
-    if (nparam != 5 || !conv_args_ok(nparam, dtypes)) return fail("ZooConv2DBackpropFilter: bad arguments");
-    ConvGeometry c = conv_geometry(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
-    ConvPrimitives *p = conv_primitives(c);
-    stream s(cpu());
-    memory x = in_layout(s, p->bwd_weights_pd.src_desc(), c.src, params[0], true);
-    memory dy = in_layout(s, p->bwd_weights_pd.diff_dst_desc(), c.dst, params[2], true);
-    memory dw = in_layout(s, p->bwd_weights_pd.diff_weights_desc(), c.wei, params[4], false);
-    p->bwd_weights.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
-    to_plain(s, dw, c.wei, params[4]);
-    s.wait();
-    return 0;
+    return conv_backward(nparam, params, shapes, dtypes, false);
   } catch (const std::exception &e) {
     return fail(std::string("ZooConv2DBackpropFilter: ") + e.what());
   }
@@ -391,6 +394,38 @@ int ZooLeakyReLUGrad(int nparam, void **params, int *ndims, int64_t **shapes, co
   } catch (const std::exception &e) {
     return fail(std::string("ZooLeakyReLUGrad: ") + e.what());
   }
+}
+
+// boxes (N, P, 4), ground truth (N, M, 4), both centre/size -> (N, P): the best IoU of each box
+// with any of its image's ground-truth boxes (0 with none). The arithmetic, operation by
+// operation, is that of the MindSpore version in src/yolov3_tiny/loss.py (built without
+// fused multiply-add), so the results are bit-equal.
+int ZooBestIoU(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooBestIoU: bad arguments");
+  const float *boxes = static_cast<const float *>(params[0]), *truth = static_cast<const float *>(params[1]);
+  float *best = static_cast<float *>(params[2]);
+  const int64_t images = shapes[0][0], count = shapes[0][1], slots = shapes[1][1];
+  const float epsilon = 1e-6f;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < images * count; ++i) {
+    const float *b = boxes + 4 * i;
+    const float *g = truth + 4 * slots * (i / count);
+    const float bw_half = b[2] / 2.0f, bh_half = b[3] / 2.0f;
+    const float bx1 = b[0] - bw_half, bx2 = b[0] + bw_half, by1 = b[1] - bh_half, by2 = b[1] + bh_half;
+    const float b_area = b[2] * b[3];
+    float result = 0.0f;
+    for (int64_t j = 0; j < slots; ++j, g += 4) {
+      const float gw_half = g[2] / 2.0f, gh_half = g[3] / 2.0f;
+      const float w = std::max(std::min(bx2, g[0] + gw_half) - std::max(bx1, g[0] - gw_half), 0.0f);
+      const float h = std::max(std::min(by2, g[1] + gh_half) - std::max(by1, g[1] - gh_half), 0.0f);
+      const float intersection = w * h;
+      const float union_area = b_area + g[2] * g[3] - intersection;
+      const float iou = intersection / (union_area + epsilon);
+      if (j == 0 || iou > result) result = iou;
+    }
+    best[i] = result;
+  }
+  return 0;
 }
 
 // Threads of this oneDNN copy (OpenMP); returns the count in effect.

@@ -16,6 +16,7 @@ import mindspore as ms
 import numpy as np
 from PIL import Image
 
+from src import kernels
 from src.coco_eval import STAT_NAMES, coco_evaluate
 from src.datasets.check import check_data_or_raise
 from src.datasets.coco import build_eval_dataset, build_train_dataset, reader_for
@@ -52,8 +53,10 @@ def eval_dataset(cfg, ctx=None, batch_size: int = None):
 
 
 def loss_network(cfg, net):
-    """The model's network-plus-loss cell over the training columns."""
-    return get_model_spec(cfg.model).loss(cfg, net)
+    """The model's network-plus-loss cell over the training columns (its loss may use the
+    zoo's CPU kernels, e.g. for the ignore mask's IoU)."""
+    with kernels.for_config(cfg):
+        return get_model_spec(cfg.model).loss(cfg, net)
 
 
 def export_network(cfg, net):

@@ -30,6 +30,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from src import kernels
+from src.kernels import cells
 from src.yolov3_tiny.net import ANCHORS_PER_SCALE, BOX_ATTRIBUTES
 
 # (scale, offset) of the centre decoding per output, stride 32 first.
@@ -165,6 +167,8 @@ class YoloLayerLoss(nn.Cell):
         self.decoder = decoder
         self.ignore_threshold = ignore_threshold
         self.coord_scale = coord_scale
+        self.kernel_iou = cells.BestIoU() if kernels.active() else None
+        self.use_kernel_iou = self.kernel_iou is not None
 
     def construct(self, raw, y_true, gt_boxes, input_h, input_w):
         pred, box_xy, box_wh = self.decoder(raw, input_h, input_w)
@@ -173,7 +177,10 @@ class YoloLayerLoss(nn.Cell):
 
         # Ignore mask: predictions that already overlap some object well get no
         # "no object" penalty; no gradient flows through it.
-        best_iou = best_iou_with_ground_truth(ops.stop_gradient(pred_boxes), gt_boxes)
+        if self.use_kernel_iou:
+            best_iou = self.kernel_iou(pred_boxes, gt_boxes)
+        else:
+            best_iou = best_iou_with_ground_truth(ops.stop_gradient(pred_boxes), gt_boxes)
         ignore_mask = ops.stop_gradient((best_iou < self.ignore_threshold).astype(ms.float32))
 
         conf_bce = sigmoid_bce_with_logits(pred[..., 4:5], object_mask)
