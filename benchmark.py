@@ -160,7 +160,8 @@ def first_training_batch(cfg, task, ctx):
 ONEDNN_KINDS = {"convolution": "conv", "deconvolution": "conv", "batch_normalization": "BatchNorm",
                 "eltwise": "activation", "pooling": "pooling", "inner_product": "dense",
                 "matmul": "dense", "reorder": "reorder (layout)", "binary": "elementwise",
-                "sum": "elementwise", "softmax": "softmax", "reduction": "reduction"}
+                "sum": "elementwise", "softmax": "softmax", "reduction": "reduction",
+                "gemm_api": "conv 1x1 as sgemm (src/kernels pointwise)"}
 
 
 def profile_child(name: str, size: int, batch: int, steps: int, cpu_kernels: str) -> None:

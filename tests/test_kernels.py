@@ -83,15 +83,19 @@ CONVS = {
     "depthwise 3x3": (lambda: cells.Conv2d(8, 8, 3, pad_mode="pad", padding=1, group=8),
                       (2, 8, 9, 9)),
     "grouped 1x1": (lambda: cells.Conv2d(8, 12, 1, group=4), (2, 8, 5, 5)),
-    "1x1 valid, bias": (lambda: cells.Conv2d(8, 16, 1, pad_mode="valid", has_bias=True),
-                        (3, 8, 5, 7)),
+    "1x1 valid, bias (pointwise: a matrix product per image)": (
+        lambda: cells.Conv2d(8, 16, 1, pad_mode="valid", has_bias=True), (3, 8, 5, 7)),
+    "1x1 same (pointwise)": (lambda: cells.Conv2d(8, 16, 1, pad_mode="same"), (2, 8, 6, 6)),
+    "1x1 stride 2 (not pointwise)": (lambda: cells.Conv2d(8, 16, 1, stride=2), (2, 8, 7, 7)),
 }
+POINTWISE = {"1x1 valid, bias (pointwise: a matrix product per image)", "1x1 same (pointwise)"}
 
 
 @pytest.mark.parametrize("case", sorted(CONVS))
 def test_convolution_matches_mindspore_forward_and_backward(case, zoo_kernels):
     make, shape = CONVS[case]
     standard, zoo = _pair_of_layers(make)
+    assert zoo.pointwise == (case in POINTWISE)
     x = Tensor(np.random.RandomState(1).randn(*shape).astype(np.float32))
     for want, got in zip(_run(standard, x), _run(zoo, x)):
         assert got.shape == want.shape

@@ -74,10 +74,26 @@ class Conv2d(nn.Conv2d):
 
         self.zoo_train = _custom("ZooConv2D", output_shape, _same_dtype, bprop)
         self.zoo_infer = _custom("ZooConv2DInference", output_shape, _same_dtype)
+        # 1x1, stride 1, unpadded, one group: a matrix product per image on the plain layout.
+        self.pointwise = ((kernel_h, kernel_w, stride_h, stride_w, self.group) == (1, 1, 1, 1, 1)
+                          and pads == (0, 0, 0, 0))
+        if self.pointwise:
+            pointwise_input = _custom("ZooPointwiseConvBackpropInput", lambda w, dy: [
+                dy[0], w[1], dy[2], dy[3]], _same_dtype)
+            pointwise_filter = _custom("ZooPointwiseConvBackpropFilter", lambda x, dy: [
+                dy[1], x[1], 1, 1], _same_dtype)
+
+            def pointwise_bprop(x, w, out, dout):
+                return pointwise_input(w, dout), pointwise_filter(x, dout)
+
+            self.zoo_pointwise = _custom("ZooPointwiseConv", lambda x, w: [x[0], w[0], x[2], x[3]],
+                                         _same_dtype, pointwise_bprop)
 
     def construct(self, x):
         if self.zoo_kernel and x.dtype == mstype.float32:
-            if self.training:
+            if self.pointwise:
+                output = self.zoo_pointwise(x, self.weight)
+            elif self.training:
                 output = self.zoo_train(x, self.weight, self.geometry)
             else:
                 output = self.zoo_infer(x, self.weight, self.geometry)

@@ -309,6 +309,48 @@ int ZooConv2DBackpropFilter(int nparam, void **params, int *, int64_t **shapes, 
   }
 }
 
+// Pointwise convolutions (1x1, stride 1, no padding, one group) on NCHW are matrix products per
+// image: y_n (K x HW) = w (K x C) . x_n (C x HW). oneDNN's sgemm runs them on the plain layout,
+// with none of the reorders to and from the blocked layout the convolution primitive needs.
+// x, w -> y.
+int ZooPointwiseConv(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConv: bad arguments");
+  const int64_t n = shapes[0][0], c = shapes[0][1], hw = shapes[0][2] * shapes[0][3], k = shapes[1][0];
+  const float *x = static_cast<const float *>(params[0]), *w = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  for (int64_t i = 0; i < n; ++i)
+    if (dnnl_sgemm('N', 'N', k, hw, c, 1.0f, w, c, x + i * c * hw, hw, 0.0f, y + i * k * hw, hw) != dnnl_success)
+      return fail("ZooPointwiseConv: sgemm failed");
+  return 0;
+}
+
+// w, dy -> dx: dx_n (C x HW) = w^T (C x K) . dy_n (K x HW).
+int ZooPointwiseConvBackpropInput(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *,
+                                  void *) {
+  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConvBackpropInput: bad arguments");
+  const int64_t k = shapes[0][0], c = shapes[0][1], n = shapes[1][0], hw = shapes[1][2] * shapes[1][3];
+  const float *w = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  for (int64_t i = 0; i < n; ++i)
+    if (dnnl_sgemm('T', 'N', c, hw, k, 1.0f, w, c, dy + i * k * hw, hw, 0.0f, dx + i * c * hw, hw) != dnnl_success)
+      return fail("ZooPointwiseConvBackpropInput: sgemm failed");
+  return 0;
+}
+
+// x, dy -> dw (K x C x 1 x 1) = sum over images of dy_n (K x HW) . x_n^T (HW x C), in image order.
+int ZooPointwiseConvBackpropFilter(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *,
+                                   void *) {
+  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConvBackpropFilter: bad arguments");
+  const int64_t n = shapes[0][0], c = shapes[0][1], hw = shapes[0][2] * shapes[0][3], k = shapes[1][1];
+  const float *x = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
+  float *dw = static_cast<float *>(params[2]);
+  for (int64_t i = 0; i < n; ++i)
+    if (dnnl_sgemm('N', 'T', k, c, hw, 1.0f, dy + i * k * hw, hw, x + i * c * hw, hw, i ? 1.0f : 0.0f, dw, c) !=
+        dnnl_success)
+      return fail("ZooPointwiseConvBackpropFilter: sgemm failed");
+  return 0;
+}
+
 // x, geometry -> y, workspace (uint8; where each window's maximum was, for the backward pass).
 int ZooMaxPool(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   try {
