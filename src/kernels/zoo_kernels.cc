@@ -269,44 +269,47 @@ eltwise_forward::primitive_desc leaky_forward_pd(const memory::desc &md, float a
   return eltwise_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::eltwise_relu, md, md, alpha);
 }
 
+// Runs an entry point's body; a oneDNN error becomes a failure MindSpore reports, never an
+// exception crossing the C interface.
+template <typename Body>
+int guarded(const char *name, Body body) {
+  try {
+    return body();
+  } catch (const std::exception &e) {
+    return fail(std::string(name) + ": " + e.what());
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
 // x, w, geometry -> y (training: the forward pass whose backward follows).
 int ZooConv2D(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooConv2D", [&] {
     return conv_forward(nparam, params, shapes, dtypes, true);
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooConv2D: ") + e.what());
-  }
+  });
 }
 
 // x, w, geometry -> y (inference).
 int ZooConv2DInference(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooConv2DInference", [&] {
     return conv_forward(nparam, params, shapes, dtypes, false);
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooConv2DInference: ") + e.what());
-  }
+  });
 }
 
 // x (for its shape), w, dy, geometry -> dx.
 int ZooConv2DBackpropInput(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooConv2DBackpropInput", [&] {
     return conv_backward(nparam, params, shapes, dtypes, true);
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooConv2DBackpropInput: ") + e.what());
-  }
+  });
 }
 
 // x, w (for its shape), dy, geometry -> dw.
 int ZooConv2DBackpropFilter(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooConv2DBackpropFilter", [&] {
     return conv_backward(nparam, params, shapes, dtypes, false);
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooConv2DBackpropFilter: ") + e.what());
-  }
+  });
 }
 
 // Pointwise convolutions (1x1, stride 1, no padding, one group) on NCHW are matrix products per
@@ -353,7 +356,7 @@ int ZooPointwiseConvBackpropFilter(int nparam, void **params, int *, int64_t **s
 
 // x, geometry -> y, workspace (uint8; where each window's maximum was, for the backward pass).
 int ZooMaxPool(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooMaxPool", [&] {
     if (nparam != 4 || !is_f32(dtypes[0])) return fail("ZooMaxPool: expects float32 x, geometry -> y, workspace");
     PoolGeometry g = pool_geometry(shapes[0], static_cast<const int64_t *>(params[1]));
     PoolPrimitives *p = pool_primitives(g);
@@ -365,14 +368,12 @@ int ZooMaxPool(int nparam, void **params, int *ndims, int64_t **shapes, const ch
     p->fwd.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_WORKSPACE, ws}});
     s.wait();
     return 0;
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooMaxPool: ") + e.what());
-  }
+  });
 }
 
 // x, geometry -> y (inference: no workspace).
 int ZooMaxPoolInference(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooMaxPoolInference", [&] {
     if (nparam != 3 || !is_f32(dtypes[0])) return fail("ZooMaxPoolInference: expects float32 x, geometry -> y");
     PoolGeometry g = pool_geometry(shapes[0], static_cast<const int64_t *>(params[1]));
     PoolPrimitives *p = pool_primitives(g);
@@ -381,14 +382,12 @@ int ZooMaxPoolInference(int nparam, void **params, int *, int64_t **shapes, cons
     p->infer.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
     s.wait();
     return 0;
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooMaxPoolInference: ") + e.what());
-  }
+  });
 }
 
 // x (for its shape), dy, workspace, geometry -> dx.
 int ZooMaxPoolGrad(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooMaxPoolGrad", [&] {
     if (nparam != 5 || !is_f32(dtypes[1])) return fail("ZooMaxPoolGrad: bad arguments");
     PoolGeometry g = pool_geometry(shapes[0], static_cast<const int64_t *>(params[3]));
     PoolPrimitives *p = pool_primitives(g);
@@ -398,14 +397,12 @@ int ZooMaxPoolGrad(int nparam, void **params, int *, int64_t **shapes, const cha
     p->bwd.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}, {DNNL_ARG_WORKSPACE, ws}});
     s.wait();
     return 0;
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooMaxPoolGrad: ") + e.what());
-  }
+  });
 }
 
 // x, alpha -> y = x > 0 ? x : alpha * x.
 int ZooLeakyReLU(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooLeakyReLU", [&] {
     if (nparam != 3 || !is_f32(dtypes[0])) return fail("ZooLeakyReLU: expects float32 x, alpha -> y");
     float alpha = *static_cast<const float *>(params[1]);
     memory::desc md({element_count(ndims[0], shapes[0])}, dt::f32, tag::a);
@@ -415,14 +412,12 @@ int ZooLeakyReLU(int nparam, void **params, int *ndims, int64_t **shapes, const 
     eltwise_forward(pd).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
     s.wait();
     return 0;
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooLeakyReLU: ") + e.what());
-  }
+  });
 }
 
 // x, dy, alpha -> dx = x > 0 ? dy : alpha * dy.
 int ZooLeakyReLUGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
-  try {
+  return guarded("ZooLeakyReLUGrad", [&] {
     if (nparam != 4 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooLeakyReLUGrad: bad arguments");
     float alpha = *static_cast<const float *>(params[2]);
     memory::desc md({element_count(ndims[0], shapes[0])}, dt::f32, tag::a);
@@ -433,9 +428,7 @@ int ZooLeakyReLUGrad(int nparam, void **params, int *ndims, int64_t **shapes, co
     eltwise_backward(pd).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}});
     s.wait();
     return 0;
-  } catch (const std::exception &e) {
-    return fail(std::string("ZooLeakyReLUGrad: ") + e.what());
-  }
+  });
 }
 
 // boxes (N, P, 4), ground truth (N, M, 4), both centre/size -> (N, P): the best IoU of each box
