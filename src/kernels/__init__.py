@@ -37,7 +37,10 @@ def load() -> str:
             if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
                 raise KernelBuildError("the zoo's CPU kernels are built for x86-64 Linux only")
             path = build_library()
-            handle = ctypes.CDLL(path)
+            try:
+                handle = ctypes.CDLL(path)
+            except OSError as exc:
+                raise KernelBuildError(f"cannot load {path}: {exc}") from None
         except (KernelBuildError, OSError) as exc:
             _library["error"] = str(exc)
             raise KernelBuildError(str(exc)) from None

@@ -83,6 +83,22 @@ def set_soname(path: str, soname: str) -> None:
         raise KernelBuildError(f"{path} has no DT_SONAME")
 
 
+def is_whole_elf(path: str) -> bool:
+    """True if ``path`` is an ELF64 file as long as its section table says: a truncated library
+    would crash the process (SIGBUS) when loaded instead of failing."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(64)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:
+        return False
+    shoff, = struct.unpack_from("<Q", header, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", header, 0x3A)
+    return size >= shoff + shentsize * shnum
+
+
 def _fingerprint(cxx: str, library: str) -> str:
     digest = hashlib.sha256()
     with open(SOURCE, "rb") as f:
@@ -105,10 +121,16 @@ def build_library(root: Optional[str] = None) -> str:
     root = root or cache_root()
     final = os.path.join(root, _fingerprint(cxx, library))
     built = os.path.join(final, LIBRARY_NAME)
-    if os.path.isfile(built):
-        return built
-    os.makedirs(root, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".build-", dir=root)
+    if os.path.isdir(final):
+        if all(is_whole_elf(os.path.join(final, name)) for name in (LIBRARY_NAME, ONEDNN_COPY)):
+            return built
+        shutil.rmtree(final, ignore_errors=True)  # damaged (disk full, copied in part): rebuild
+    try:
+        os.makedirs(root, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=".build-", dir=root)
+    except OSError as exc:
+        raise KernelBuildError(f"cannot build in {root} ({exc.strerror or exc}); set "
+                               f"{CACHE_VARIABLE} to a writable folder") from None
     try:
         shutil.copy2(library, os.path.join(work, ONEDNN_COPY))
         set_soname(os.path.join(work, ONEDNN_COPY), ONEDNN_COPY)
