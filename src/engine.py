@@ -47,7 +47,9 @@ def build_network(cfg):
     """
     ms.set_seed(cfg.seed)
     with kernels.for_config(cfg):
-        return create_model(cfg.model, cfg.num_classes, cfg.image_size, **cfg.net)
+        net = create_model(cfg.model, cfg.num_classes, cfg.image_size, **cfg.net)
+    kernels.keep_blocked_layouts(net)
+    return net
 
 
 def parameter_groups(net, weight_decay: float, decay_bn_and_bias: bool):

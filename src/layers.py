@@ -164,6 +164,16 @@ class ConvBNAct(nn.Cell):
         self.use_bn = batch_norm
         self.use_act = self.act is not None
 
+    def blocked_channels(self):
+        """``(in, out)`` channels when the block can keep the kernels' blocked layout
+        (:func:`src.kernels.keep_blocked_layouts`): not with BatchNorm, which works per NCHW
+        channel; every activation here is element-wise."""
+        return None if self.use_bn else self.conv.blocked_channels()
+
+    def set_layout(self, x_blocked: bool, y_blocked: bool) -> None:
+        """See :meth:`src.kernels.cells.Conv2d.set_layout`."""
+        self.conv.set_layout(x_blocked, y_blocked)
+
     def construct(self, x):
         x = self.conv(x)
         if self.use_bn:

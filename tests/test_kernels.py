@@ -291,3 +291,140 @@ def test_best_iou_is_bit_equal_to_the_yolo_loss_arithmetic(zoo_kernels):
 
     grad = ms.grad(Masked(), grad_position=0)(Tensor(pred), Tensor(gt)).asnumpy()
     np.testing.assert_array_equal(grad[..., 1:], 0)  # only through the multiplier
+
+
+def _to_blocked(a, block):
+    """NCHW -> oneDNN's nChw<block>c, kept in an array of the NCHW shape (as MindSpore holds it)."""
+    n, c, h, w = a.shape
+    return np.ascontiguousarray(a.reshape(n, c // block, block, h, w).transpose(0, 1, 3, 4, 2)
+                                ).reshape(a.shape)
+
+
+def _from_blocked(a, block):
+    n, c, h, w = a.shape
+    return np.ascontiguousarray(a.reshape(n, c // block, h, w, block).transpose(0, 1, 4, 2, 3)
+                                ).reshape(a.shape)
+
+
+BLOCKED = {
+    "conv 3x3 pad, blocked in and out": (lambda: cells.Conv2d(32, 32, 3, pad_mode="pad", padding=1),
+                                         (2, 32, 9, 9), (True, True)),
+    "conv 3x3 stride 2 same, plain in (first layer), blocked out": (
+        lambda: cells.Conv2d(3, 16, 3, stride=2, pad_mode="same"), (2, 3, 10, 10), (False, True)),
+    "conv 3x3, blocked in, plain out (last of a run)": (
+        lambda: cells.Conv2d(16, 8, 3, pad_mode="same"), (1, 16, 7, 7), (True, False)),
+    "max pool 2x2/2 valid, odd size, ties": (lambda: cells.MaxPool2d(2, 2), (2, 32, 9, 9), True),
+    "max pool 2x2/1 same, ties": (lambda: cells.MaxPool2d(2, 1, pad_mode="same"), (1, 16, 6, 7),
+                                  True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLOCKED))
+def test_layers_reading_and_writing_the_blocked_layout_match_mindspore(case, zoo_kernels):
+    """A layer told its input and/or output hold oneDNN's blocked layout computes the same as
+    MindSpore's operator on NCHW (max pooling bit-equal, ties included), forward and backward."""
+    make, shape, layout = BLOCKED[case]
+    block = kernels.activation_block()
+    if not block:
+        pytest.skip("oneDNN picks no blocked activation layout on this CPU")
+    standard, zoo = _pair_of_layers(make)
+    layout = layout if isinstance(layout, tuple) else (layout, layout)
+    out_channels = getattr(standard, "out_channels", shape[1])
+    if (layout[0] and shape[1] % block) or (layout[1] and out_channels % block):
+        pytest.skip(f"channels are not a multiple of this CPU's block ({block})")
+    zoo.set_layout(*layout) if isinstance(zoo, cells.Conv2d) else zoo.set_layout(layout[0])
+    rng = np.random.RandomState(7)
+    pooling = isinstance(zoo, cells.MaxPool2d)
+    data = (rng.randint(0, 3, shape) if pooling else rng.randn(*shape)).astype(np.float32)
+    want = _run(standard, Tensor(data))
+    feed = _to_blocked(data, block) if layout[0] else data
+    got = _run(zoo, Tensor(feed))  # sum of squares does not depend on the layout
+    got[0] = _from_blocked(got[0], block) if layout[1] else got[0]
+    got[1] = _from_blocked(got[1], block) if layout[0] else got[1]
+    for w, g in zip(want, got):
+        if pooling:
+            np.testing.assert_array_equal(g, w)
+        else:
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+
+
+def test_a_sequence_passes_the_blocked_layout_between_its_layers_and_ends_plain(zoo_kernels):
+    """Within an nn.SequentialCell: a convolution's output stays blocked only up to the next
+    convolution that can read it (pools in between included); BatchNorm, bias, 1x1, channels off
+    the block and layers shared with another sequence break the run; the output is plain."""
+    from src.layers import ConvBNAct
+
+    block = kernels.activation_block()
+    if block != 16:
+        pytest.skip("the plan below is written for AVX-512's 16-channel block")
+
+    def conv(cin, cout, **kw):
+        return ConvBNAct(cin, cout, 3, batch_norm=kw.pop("bn", False), **kw)
+
+    shared = conv(32, 32)
+    layers = [conv(3, 16), cells.MaxPool2d(2, 2), conv(16, 32), conv(32, 24), conv(24, 32),
+              conv(32, 32), conv(32, 32, bn=True), conv(32, 32), conv(32, 32, has_bias=True),
+              conv(32, 32), nn.ReLU(), conv(32, 32), ConvBNAct(32, 32, 1, batch_norm=False),
+              conv(32, 32), conv(32, 32), shared, conv(32, 32), cells.MaxPool2d(2, 2)]
+    net = nn.SequentialCell([nn.SequentialCell(layers), nn.SequentialCell([shared])])
+    changed = kernels.keep_blocked_layouts(net)
+
+    def layout(cell):
+        if isinstance(cell, cells.MaxPool2d):
+            return cell.blocked
+        if isinstance(cell, ConvBNAct):
+            return (cell.conv.x_blocked, cell.conv.y_blocked)
+        return None
+    assert [layout(c) for c in layers] == [
+        (False, True), True, (True, True), (True, False), (False, True), (True, False),
+        (False, False), (False, False), (False, False), (False, False), None, (False, False),
+        (False, False), (False, True), (True, False), (False, False), (False, False), False]
+    assert changed == 8
+
+
+def test_vgg16_trains_and_exports_alike_with_blocked_layouts_between_its_convolutions(tmp_path):
+    """VGG16 from build_network keeps the blocked layout from its first convolution to its
+    last; loss gradients and eval outputs equal the network on MindSpore's operators, and the
+    ONNX export (standard operators, NCHW) matches it. With BatchNorm (CIFAR-10) nothing changes."""
+    _kernels_or_skip()
+    from src.config import load_config
+    from src.engine import build_network
+    from src.export import ExportedModel, export_network, sample_input
+
+    if not kernels.activation_block():
+        pytest.skip("oneDNN picks no blocked activation layout on this CPU")
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    cfg = load_config(os.path.join(REPO, "config", "vgg16_imagenet.yaml"),
+                      [("device_target", "CPU"), ("image_size", [32, 32]), ("num_classes", 10),
+                       ("net.dropout", 0.0)])
+    zoo = build_network(cfg.replace(cpu_kernels="zoo"))
+    standard = build_network(cfg.replace(cpu_kernels="mindspore"))
+    convs = [c.conv for c in zoo.features if hasattr(c, "conv")]
+    pools = [c for c in zoo.features if isinstance(c, cells.MaxPool2d)]
+    assert [(c.x_blocked, c.y_blocked) for c in convs] == (
+        [(False, True)] + [(True, True)] * 11 + [(True, False)])
+    assert [p.blocked for p in pools] == [True] * 4 + [False]
+    for a, b in zip(standard.trainable_params(), zoo.trainable_params()):
+        b.set_data(a.data)
+    x = Tensor(sample_input(2, (32, 32), seed=8))
+
+    def loss_and_gradients(net):
+        loss = SquaredSum(net)
+        loss.set_train(True)
+        value, (dx, dparams) = ms.value_and_grad(loss, 0, net.trainable_params())(x)
+        return [value.asnumpy(), dx.asnumpy()] + [d.asnumpy() for d in dparams]
+
+    for want, got in zip(loss_and_gradients(standard), loss_and_gradients(zoo)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    zoo.set_train(False)
+    standard.set_train(False)
+    expected = zoo(x).asnumpy()
+    np.testing.assert_allclose(expected, standard(x).asnumpy(), rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
+    path = export_network(zoo, str(tmp_path / "vgg16"), "ONNX", 2, (32, 32), log=lambda _: None)
+    np.testing.assert_allclose(ExportedModel(path)(x.asnumpy())[0], expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
+    cifar = load_config(os.path.join(REPO, "config", "vgg16_cifar10.yaml"),
+                        [("device_target", "CPU"), ("image_size", [32, 32])])
+    assert kernels.keep_blocked_layouts(build_network(cifar.replace(cpu_kernels="zoo"))) == 0

@@ -134,6 +134,74 @@ def standard_operators(net):
             cell.zoo_kernel = True
 
 
+def activation_block() -> int:
+    """Channels per block of the layout the kernels' convolutions use on this CPU (0: none)."""
+    load()
+    return int(_library["handle"].ZooActivationBlock())
+
+
+def _layout_plan(layers, block: int):
+    """Per layer of a sequence: ``(x_blocked, y_blocked)`` for a convolution block, ``blocked``
+    for a max pool, None for any other layer (which sees plain NCHW)."""
+    from src.kernels.cells import MaxPool2d  # pylint: disable=import-outside-toplevel
+
+    def kind(cell):
+        if isinstance(cell, MaxPool2d) and cell.zoo_kernel:
+            return "pool"
+        channels = getattr(cell, "blocked_channels", lambda: None)()
+        return channels  # (in, out) or None
+
+    kinds = [kind(cell) for cell in layers]
+    plan, blocked = [], False
+    for index, this in enumerate(kinds):
+        if this is None:
+            plan.append(None)
+        elif this == "pool":
+            plan.append(blocked)
+        else:
+            # The output stays blocked only for the next convolution of the same sequence
+            # (max pools in between keep it); the sequence's own output is always plain.
+            following = next((k for k in kinds[index + 1:] if k != "pool"), None)
+            y_blocked = (following is not None and this[1] % block == 0
+                         and following[0] % block == 0)
+            plan.append((blocked, y_blocked))
+            blocked = y_blocked
+    return plan
+
+
+def keep_blocked_layouts(net) -> int:
+    """Let runs of kernel convolutions (no BatchNorm, no bias), element-wise activations and
+    max pools inside each ``nn.SequentialCell`` of ``net`` pass oneDNN's blocked layout to one
+    another instead of converting to NCHW and back around every convolution (forward and
+    backward). Every sequence still takes and returns NCHW. Returns the number of layers changed.
+
+    A layer that belongs to more than one sequence is left alone: another path could read it.
+    """
+    import mindspore.nn as nn  # pylint: disable=import-outside-toplevel
+
+    sequences = [cell for _, cell in net.cells_and_names() if isinstance(cell, nn.SequentialCell)]
+    if not sequences or not any(getattr(c, "zoo_kernel", False) for _, c in net.cells_and_names()):
+        return 0
+    block = activation_block()
+    if not block:
+        return 0
+    members = {}
+    for sequence in sequences:
+        for cell in sequence:
+            members[id(cell)] = members.get(id(cell), 0) + 1
+    changed = 0
+    for sequence in sequences:
+        layers = [cell if members[id(cell)] == 1 else None for cell in sequence]
+        for cell, layout in zip(layers, _layout_plan(layers, block)):
+            if isinstance(layout, tuple) and any(layout):
+                cell.set_layout(*layout)
+                changed += 1
+            elif layout is True:
+                cell.set_layout(True)
+                changed += 1
+    return changed
+
+
 def for_config(cfg):
     """Layers built inside this block use the zoo's kernels when ``cfg`` allows
     (``cfg.cpu_kernels``, ``device_target``, ``amp_level``)."""

@@ -57,7 +57,8 @@ class Conv2d(nn.Conv2d):
         stride_h, stride_w = _pair(self.stride)
         same = self.pad_mode == "same"
         pads = (0, 0, 0, 0) if self.pad_mode != "pad" else _four(self.padding)
-        self.geometry = Tensor(np.array([stride_h, stride_w, int(same), *pads], np.int64))
+        self._geometry = [stride_h, stride_w, int(same), *pads]
+        self.set_layout(False, False)
         kernel_h, kernel_w = _pair(self.kernel_size)
         channels = self.out_channels
 
@@ -89,6 +90,19 @@ class Conv2d(nn.Conv2d):
             self.zoo_pointwise = _custom("ZooPointwiseConv", lambda x, w: [x[0], w[0], x[2], x[3]],
                                          _same_dtype, pointwise_bprop)
 
+    def blocked_channels(self):
+        """``(in, out)`` channels when this layer can read and write the blocked layout of
+        :func:`src.kernels.keep_blocked_layouts`, else None (bias and 1x1 paths are plain)."""
+        if not self.zoo_kernel or self.pointwise or self.has_bias:
+            return None
+        return self.in_channels, self.out_channels
+
+    def set_layout(self, x_blocked: bool, y_blocked: bool) -> None:
+        """Whether the input and the output hold the blocked activation layout (see
+        :func:`src.kernels.keep_blocked_layouts`); set before the network compiles."""
+        self.x_blocked, self.y_blocked = bool(x_blocked), bool(y_blocked)
+        self.geometry = Tensor(np.array(self._geometry + [int(x_blocked), int(y_blocked)], np.int64))
+
     def construct(self, x):
         if self.zoo_kernel and x.dtype == mstype.float32:
             if self.pointwise:
@@ -117,8 +131,8 @@ class MaxPool2d(nn.MaxPool2d):
         kernel_h, kernel_w = _pair(self.kernel_size)
         stride_h, stride_w = _pair(self.stride)
         same = self.pad_mode == "SAME"
-        self.geometry = Tensor(np.array([kernel_h, kernel_w, stride_h, stride_w, int(same), 0, 0, 0, 0],
-                                        np.int64))
+        self._geometry = [kernel_h, kernel_w, stride_h, stride_w, int(same), 0, 0, 0, 0]
+        self.set_layout(False)
         # oneDNN's workspace is one byte per output element for windows of up to 256 elements.
         bytes_per_output = 1 if kernel_h * kernel_w <= 256 else 4
 
@@ -138,6 +152,11 @@ class MaxPool2d(nn.MaxPool2d):
         self.zoo_train = _custom("ZooMaxPool", train_shapes,
                                  lambda x, geometry: [x, mstype.uint8], bprop)
         self.zoo_infer = _custom("ZooMaxPoolInference", output_shape, _same_dtype)
+
+    def set_layout(self, blocked: bool) -> None:
+        """Whether input and output hold the blocked activation layout (set before compiling)."""
+        self.blocked = bool(blocked)
+        self.geometry = Tensor(np.array(self._geometry + [int(blocked)], np.int64))
 
     def construct(self, x):
         if self.zoo_kernel and x.dtype == mstype.float32:

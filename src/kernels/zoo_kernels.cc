@@ -6,9 +6,16 @@
 //
 // Every entry point has MindSpore's AOT signature. Tensors are plain (NCHW / OIHW) float32 as
 // MindSpore holds them. The last input is a small "geometry" tensor written by src/kernels/cells.py:
-//   convolution:  int64 [stride_h, stride_w, same, pad_top, pad_bottom, pad_left, pad_right]
-//   max pooling:  int64 [kernel_h, kernel_w, stride_h, stride_w, same, pad_top, pad_bottom, pad_left, pad_right]
+//   convolution:  int64 [stride_h, stride_w, same, pad_top, pad_bottom, pad_left, pad_right,
+//                        x_blocked, y_blocked]
+//   max pooling:  int64 [kernel_h, kernel_w, stride_h, stride_w, same, pad_top, pad_bottom, pad_left, pad_right,
+//                        blocked]
 //   LeakyReLU:    float32 [alpha]
+// "blocked" tensors keep MindSpore's NCHW shape but hold oneDNN's channel-blocked layout
+// (ZooActivationBlock(): nChw16c on AVX-512, nChw8c on AVX2), so that a chain of these kernels
+// (convolution, ReLU, max pooling) skips the reorders to and from NCHW between layers; the
+// element count is the same because the channel count is a multiple of the block. Only
+// src/kernels.keep_blocked_layouts sets the flags, and only inside a sequence that ends plain.
 // "same" padding follows MindSpore: total = max(0, (ceil(H / s) - 1) * s + k - H), the larger
 // half at the bottom/right. Primitives are created once per shape and cached.
 #include <oneapi/dnnl/dnnl.hpp>
@@ -77,25 +84,46 @@ memory::desc plain(const memory::dims &dims) {
   return memory::desc(dims, dt::f32, dims.size() == 5 ? tag::abcde : tag::abcd);
 }
 
+// The channel-blocked activation layout oneDNN's convolutions pick on this CPU (tag::undef: none).
+tag activation_tag() {
+  static const tag chosen = [] {
+    memory::dims src = {1, 64, 28, 28}, wei = {64, 64, 3, 3};
+    auto any = [](const memory::dims &d) { return memory::desc(d, dt::f32, tag::any); };
+    convolution_forward::primitive_desc pd(cpu(), prop_kind::forward_training, algorithm::convolution_direct,
+                                           any(src), any(wei), any(src), {1, 1}, {1, 1}, {1, 1});
+    for (tag t : {tag::nChw16c, tag::nChw8c})
+      if (pd.src_desc() == memory::desc(src, dt::f32, t) && pd.dst_desc() == memory::desc(src, dt::f32, t)) return t;
+    return tag::undef;
+  }();
+  return chosen;
+}
+
+// How a tensor MindSpore holds is laid out: plain NCHW/OIHW, or the blocked activation layout.
+memory::desc user_desc(const memory::dims &dims, bool blocked) {
+  return blocked ? memory::desc(dims, dt::f32, activation_tag()) : plain(dims);
+}
+
 // The user's buffer viewed in the primitive's layout: the buffer itself when the layouts agree,
 // else a new buffer (filled by a reorder when `fill`).
-memory in_layout(stream &s, const memory::desc &want, const memory::dims &dims, void *data, bool fill) {
-  memory user(plain(dims), cpu(), data);
+memory in_layout(stream &s, const memory::desc &want, const memory::dims &dims, void *data, bool fill,
+                 bool blocked = false) {
+  memory user(user_desc(dims, blocked), cpu(), data);
   if (want == user.get_desc()) return user;
   memory converted(want, cpu());
   if (fill) reorder(user, converted).execute(s, user, converted);
   return converted;
 }
 
-void to_plain(stream &s, memory &result, const memory::dims &dims, void *data) {
+void to_user(stream &s, memory &result, const memory::dims &dims, void *data, bool blocked = false) {
   if (result.get_data_handle() == data) return;
-  memory user(plain(dims), cpu(), data);
+  memory user(user_desc(dims, blocked), cpu(), data);
   reorder(result, user).execute(s, result, user);
 }
 
 // ---------------------------------------------------------------- convolution
 struct ConvGeometry {
   memory::dims src, wei, dst, strides, pad_before, pad_after;
+  bool src_blocked, dst_blocked;
   std::string key;
 };
 
@@ -115,6 +143,8 @@ ConvGeometry conv_geometry(const int64_t *x, const int64_t *w, const int64_t *g)
   c.strides = {g[0], g[1]};
   c.pad_before = {pt, pl};
   c.pad_after = {pb, pr};
+  c.src_blocked = g[7] != 0;
+  c.dst_blocked = g[8] != 0;
   c.key = join({x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], g[0], g[1], pt, pb, pl, pr});
   return c;
 }
@@ -170,11 +200,11 @@ int conv_forward(int nparam, void **params, int64_t **shapes, const char **dtype
   ConvPrimitives *p = conv_primitives(c);
   auto &pd = training ? p->fwd_pd : p->infer_pd;
   stream s(cpu());
-  memory src = in_layout(s, pd.src_desc(), c.src, params[0], true);
+  memory src = in_layout(s, pd.src_desc(), c.src, params[0], true, c.src_blocked);
   memory wei = in_layout(s, pd.weights_desc(), c.wei, params[1], true);
-  memory dst = in_layout(s, pd.dst_desc(), c.dst, params[3], false);
+  memory dst = in_layout(s, pd.dst_desc(), c.dst, params[3], false, c.dst_blocked);
   (training ? p->fwd : p->infer).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
-  to_plain(s, dst, c.dst, params[3]);
+  to_user(s, dst, c.dst, params[3], c.dst_blocked);
   s.wait();
   return 0;
 }
@@ -186,17 +216,17 @@ int conv_backward(int nparam, void **params, int64_t **shapes, const char **dtyp
   ConvPrimitives *p = conv_primitives(c);
   stream s(cpu());
   if (data) {
-    memory dy = in_layout(s, p->bwd_data_pd.diff_dst_desc(), c.dst, params[2], true);
+    memory dy = in_layout(s, p->bwd_data_pd.diff_dst_desc(), c.dst, params[2], true, c.dst_blocked);
     memory wei = in_layout(s, p->bwd_data_pd.weights_desc(), c.wei, params[1], true);
-    memory dx = in_layout(s, p->bwd_data_pd.diff_src_desc(), c.src, params[4], false);
+    memory dx = in_layout(s, p->bwd_data_pd.diff_src_desc(), c.src, params[4], false, c.src_blocked);
     p->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dx}});
-    to_plain(s, dx, c.src, params[4]);
+    to_user(s, dx, c.src, params[4], c.src_blocked);
   } else {
-    memory x = in_layout(s, p->bwd_weights_pd.src_desc(), c.src, params[0], true);
-    memory dy = in_layout(s, p->bwd_weights_pd.diff_dst_desc(), c.dst, params[2], true);
+    memory x = in_layout(s, p->bwd_weights_pd.src_desc(), c.src, params[0], true, c.src_blocked);
+    memory dy = in_layout(s, p->bwd_weights_pd.diff_dst_desc(), c.dst, params[2], true, c.dst_blocked);
     memory dw = in_layout(s, p->bwd_weights_pd.diff_weights_desc(), c.wei, params[4], false);
     p->bwd_weights.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
-    to_plain(s, dw, c.wei, params[4]);
+    to_user(s, dw, c.wei, params[4]);
   }
   s.wait();
   return 0;
@@ -205,6 +235,7 @@ int conv_backward(int nparam, void **params, int64_t **shapes, const char **dtyp
 // ---------------------------------------------------------------- max pooling
 struct PoolGeometry {
   memory::dims src, dst, kernel, strides, dilation, pad_before, pad_after;
+  bool blocked;
   std::string key;
 };
 
@@ -221,7 +252,8 @@ PoolGeometry pool_geometry(const int64_t *x, const int64_t *g) {
   p.dilation = {0, 0};
   p.pad_before = {pt, pl};
   p.pad_after = {pb, pr};
-  p.key = join({x[0], x[1], x[2], x[3], g[0], g[1], g[2], g[3], pt, pb, pl, pr});
+  p.blocked = g[9] != 0;
+  p.key = join({x[0], x[1], x[2], x[3], g[0], g[1], g[2], g[3], pt, pb, pl, pr, g[9]});
   return p;
 }
 
@@ -237,18 +269,16 @@ struct PoolPrimitives {
 PoolPrimitives *make_pool(const std::string &, const void *arg) {
   const PoolGeometry &g = *static_cast<const PoolGeometry *>(arg);
   auto *p = new PoolPrimitives();
-  // Plain layouts: oneDNN's JIT pooling reads NCHW directly, so no reorders are needed.
-  p->fwd_pd = pooling_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::pooling_max,
-                                              plain(g.src), plain(g.dst), g.strides, g.kernel, g.dilation,
-                                              g.pad_before, g.pad_after);
+  // The tensors' own layouts: oneDNN's JIT pooling reads NCHW directly, so no reorders are needed.
+  auto src = user_desc(g.src, g.blocked), dst = user_desc(g.dst, g.blocked);
+  p->fwd_pd = pooling_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::pooling_max, src, dst,
+                                              g.strides, g.kernel, g.dilation, g.pad_before, g.pad_after);
   p->fwd = pooling_forward(p->fwd_pd);
-  p->infer_pd = pooling_forward::primitive_desc(cpu(), prop_kind::forward_inference, algorithm::pooling_max,
-                                                plain(g.src), plain(g.dst), g.strides, g.kernel, g.dilation,
-                                                g.pad_before, g.pad_after);
+  p->infer_pd = pooling_forward::primitive_desc(cpu(), prop_kind::forward_inference, algorithm::pooling_max, src,
+                                                dst, g.strides, g.kernel, g.dilation, g.pad_before, g.pad_after);
   p->infer = pooling_forward(p->infer_pd);
-  p->bwd_pd = pooling_backward::primitive_desc(cpu(), algorithm::pooling_max, plain(g.src), plain(g.dst),
-                                               g.strides, g.kernel, g.dilation, g.pad_before, g.pad_after,
-                                               p->fwd_pd);
+  p->bwd_pd = pooling_backward::primitive_desc(cpu(), algorithm::pooling_max, src, dst, g.strides, g.kernel,
+                                               g.dilation, g.pad_before, g.pad_after, p->fwd_pd);
   p->bwd = pooling_backward(p->bwd_pd);
   return p;
 }
@@ -363,7 +393,7 @@ int ZooMaxPool(int nparam, void **params, int *ndims, int64_t **shapes, const ch
     size_t have = static_cast<size_t>(element_count(ndims[3], shapes[3]));
     if (p->fwd_pd.workspace_desc().get_size() > have) return fail("ZooMaxPool: workspace too small");
     stream s(cpu());
-    memory src(plain(g.src), cpu(), params[0]), dst(plain(g.dst), cpu(), params[2]);
+    memory src(p->fwd_pd.src_desc(), cpu(), params[0]), dst(p->fwd_pd.dst_desc(), cpu(), params[2]);
     memory ws(p->fwd_pd.workspace_desc(), cpu(), params[3]);
     p->fwd.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_WORKSPACE, ws}});
     s.wait();
@@ -378,7 +408,7 @@ int ZooMaxPoolInference(int nparam, void **params, int *, int64_t **shapes, cons
     PoolGeometry g = pool_geometry(shapes[0], static_cast<const int64_t *>(params[1]));
     PoolPrimitives *p = pool_primitives(g);
     stream s(cpu());
-    memory src(plain(g.src), cpu(), params[0]), dst(plain(g.dst), cpu(), params[2]);
+    memory src(p->infer_pd.src_desc(), cpu(), params[0]), dst(p->infer_pd.dst_desc(), cpu(), params[2]);
     p->infer.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
     s.wait();
     return 0;
@@ -392,7 +422,7 @@ int ZooMaxPoolGrad(int nparam, void **params, int *, int64_t **shapes, const cha
     PoolGeometry g = pool_geometry(shapes[0], static_cast<const int64_t *>(params[3]));
     PoolPrimitives *p = pool_primitives(g);
     stream s(cpu());
-    memory dy(plain(g.dst), cpu(), params[1]), dx(plain(g.src), cpu(), params[4]);
+    memory dy(p->bwd_pd.diff_dst_desc(), cpu(), params[1]), dx(p->bwd_pd.diff_src_desc(), cpu(), params[4]);
     memory ws(p->fwd_pd.workspace_desc(), cpu(), params[2]);
     p->bwd.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}, {DNNL_ARG_WORKSPACE, ws}});
     s.wait();
@@ -467,6 +497,17 @@ int ZooBestIoU(int nparam, void **params, int *, int64_t **shapes, const char **
 int ZooSetThreads(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
   return omp_get_max_threads();
+}
+
+// Channels per block of the activation layout the convolutions use here (0: not blocked).
+int ZooActivationBlock() {
+  try {
+    tag t = activation_tag();
+    return t == tag::nChw16c ? 16 : t == tag::nChw8c ? 8 : 0;
+  } catch (const std::exception &e) {
+    fail(std::string("ZooActivationBlock: ") + e.what());
+    return 0;
+  }
 }
 
 // Lift the ISA cap the environment set for MindSpore's oneDNN (0 = ok); must precede any primitive.
