@@ -13,9 +13,9 @@ from mindspore import nn, ops
 from mindspore.common import initializer as init
 
 from src.errors import ConfigError
-# The layers every model builds from: nn.Conv2d / nn.MaxPool2d / nn.LeakyReLU that run on the
+# The layers every model builds from: nn.Conv2d / MaxPool2d / BatchNorm2d / LeakyReLU that run on the
 # zoo's CPU kernels when src.kernels is active.
-from src.kernels.cells import Conv2d, LeakyReLU, MaxPool2d  # noqa: F401  pylint: disable=unused-import
+from src.kernels.cells import BatchNorm2d, Conv2d, LeakyReLU, MaxPool2d  # noqa: F401  pylint: disable=unused-import
 
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "none")
 PAD_MODES = ("same", "pad", "valid")
@@ -157,7 +157,7 @@ class ConvBNAct(nn.Cell):
                            pad_mode=pad_mode, padding=padding, group=groups,
                            has_bias=has_bias, weight_init=weight_init,
                            bias_init=bias_init)
-        self.bn = (nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.bn = (BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
                    if batch_norm else None)
         self.act = make_activation(activation, leaky_alpha)
         # Plain bools so both GRAPH and PYNATIVE mode resolve the branches statically.
@@ -166,13 +166,16 @@ class ConvBNAct(nn.Cell):
 
     def blocked_channels(self):
         """``(in, out)`` channels when the block can keep the kernels' blocked layout
-        (:func:`src.kernels.keep_blocked_layouts`): not with BatchNorm, which works per NCHW
-        channel; every activation here is element-wise."""
-        return None if self.use_bn else self.conv.blocked_channels()
+        (:func:`src.kernels.keep_blocked_layouts`); every activation here is element-wise."""
+        if self.use_bn and not self.bn.zoo_kernel:
+            return None
+        return self.conv.blocked_channels()
 
     def set_layout(self, x_blocked: bool, y_blocked: bool) -> None:
         """See :meth:`src.kernels.cells.Conv2d.set_layout`."""
         self.conv.set_layout(x_blocked, y_blocked)
+        if self.use_bn:
+            self.bn.set_layout(y_blocked)
 
     def construct(self, x):
         x = self.conv(x)

@@ -170,16 +170,22 @@ def _layout_plan(layers, block: int):
 
 
 def keep_blocked_layouts(net) -> int:
-    """Let runs of kernel convolutions (no BatchNorm, no bias), element-wise activations and
-    max pools inside each ``nn.SequentialCell`` of ``net`` pass oneDNN's blocked layout to one
-    another instead of converting to NCHW and back around every convolution (forward and
-    backward). Every sequence still takes and returns NCHW. Returns the number of layers changed.
+    """Let runs of kernel convolutions (without bias), BatchNorm, element-wise activations and
+    max pools pass oneDNN's blocked layout to one another instead of converting to NCHW and
+    back around every layer (forward and backward). The runs are each ``nn.SequentialCell`` of
+    ``net`` and the lists of layers a cell's ``layer_sequences()`` returns (layers that feed
+    only the next one, in order). Every run still takes and returns NCHW. Returns the number
+    of layers changed.
 
-    A layer that belongs to more than one sequence is left alone: another path could read it.
+    A layer that belongs to more than one run is left alone: another path could read it.
     """
     import mindspore.nn as nn  # pylint: disable=import-outside-toplevel
 
-    sequences = [cell for _, cell in net.cells_and_names() if isinstance(cell, nn.SequentialCell)]
+    sequences = []
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.SequentialCell):
+            sequences.append(list(cell))
+        sequences.extend(list(run) for run in getattr(cell, "layer_sequences", lambda: [])())
     if not sequences or not any(getattr(c, "zoo_kernel", False) for _, c in net.cells_and_names()):
         return 0
     block = activation_block()

@@ -1,4 +1,5 @@
-"""Drop-in ``nn.Conv2d``, ``nn.MaxPool2d`` and ``nn.LeakyReLU`` that run on the zoo's CPU kernels.
+"""Drop-in ``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.BatchNorm2d`` and ``nn.LeakyReLU`` that run on
+the zoo's CPU kernels.
 
 Each is a subclass with the same parameters (names, shapes, initialisation), so checkpoints and
 ``isinstance`` checks are unaffected. Whether a layer uses the zoo's kernels is fixed when it is
@@ -92,8 +93,8 @@ class Conv2d(nn.Conv2d):
 
     def blocked_channels(self):
         """``(in, out)`` channels when this layer can read and write the blocked layout of
-        :func:`src.kernels.keep_blocked_layouts`, else None (bias and 1x1 paths are plain)."""
-        if not self.zoo_kernel or self.pointwise or self.has_bias:
+        :func:`src.kernels.keep_blocked_layouts`, else None (the bias is added on NCHW)."""
+        if not self.zoo_kernel or self.has_bias:
             return None
         return self.in_channels, self.out_channels
 
@@ -105,7 +106,7 @@ class Conv2d(nn.Conv2d):
 
     def construct(self, x):
         if self.zoo_kernel and x.dtype == mstype.float32:
-            if self.pointwise:
+            if self.pointwise and not (self.x_blocked or self.y_blocked):
                 output = self.zoo_pointwise(x, self.weight)
             elif self.training:
                 output = self.zoo_train(x, self.weight, self.geometry)
@@ -163,6 +164,59 @@ class MaxPool2d(nn.MaxPool2d):
             if self.training:
                 return self.zoo_train(x, self.geometry)[0]
             return self.zoo_infer(x, self.geometry)
+        return super().construct(x)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d``, on the zoo's kernel where its input holds the blocked layout
+    (:meth:`set_layout`, from :func:`src.kernels.keep_blocked_layouts`), which MindSpore's
+    operator cannot read; on NCHW it is MindSpore's. The moving statistics follow MindSpore:
+    ``moving = moving * momentum + batch * (1 - momentum)``, with the unbiased batch variance."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.9, **kwargs):
+        super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
+        self.zoo_kernel = kernels.active() and self.format == "NCHW"
+        self.blocked = False
+        if not self.zoo_kernel:
+            return
+        self.set_layout(False)
+        grad = _custom("ZooBatchNormGrad", lambda x, dy, g, m, v, geometry: [x, g, g],
+                       lambda x, dy, g, m, v, geometry: [dy, g, g])
+
+        def bprop(x, gamma, beta, geometry, out, dout):
+            dx, dgamma, dbeta = grad(x, dout[0], gamma, out[1], out[2], geometry)
+            return dx, dgamma, dbeta, ops.zeros_like(geometry)
+
+        self.zoo_train = _custom("ZooBatchNorm", lambda x, g, b, geometry: [x, g, g],
+                                 lambda x, g, b, geometry: [x, g, g], bprop)
+        self.zoo_infer = _custom("ZooBatchNormInference", lambda x, g, b, m, v, geometry: x,
+                                 _same_dtype)
+
+    def set_layout(self, blocked: bool) -> None:
+        """Whether input and output hold the blocked activation layout (set before compiling)."""
+        self.blocked = bool(blocked)
+        self.geometry = Tensor(np.array([self.eps, float(blocked)], np.float32))
+
+    def _batch_statistics(self, x):
+        y, mean, variance = self.zoo_train(x, self.gamma, self.beta, self.geometry)
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        unbiased = variance * (count / max(count - 1, 1))
+        # self.momentum is MindSpore's: the weight of the batch (1 - the constructor's momentum).
+        y = ops.depend(y, ops.assign(self.moving_mean, self.moving_mean * (1.0 - self.momentum)
+                                     + ops.stop_gradient(mean) * self.momentum))
+        return ops.depend(y, ops.assign(self.moving_variance,
+                                        self.moving_variance * (1.0 - self.momentum)
+                                        + ops.stop_gradient(unbiased) * self.momentum))
+
+    def construct(self, x):
+        if self.zoo_kernel and self.blocked and x.dtype == mstype.float32:
+            if self.use_batch_statistics is None:
+                if self.training:
+                    return self._batch_statistics(x)
+            elif self.use_batch_statistics:
+                return self._batch_statistics(x)
+            return self.zoo_infer(x, self.gamma, self.beta, self.moving_mean,
+                                  self.moving_variance, self.geometry)
         return super().construct(x)
 
 

@@ -11,6 +11,7 @@
 //   max pooling:  int64 [kernel_h, kernel_w, stride_h, stride_w, same, pad_top, pad_bottom, pad_left, pad_right,
 //                        blocked]
 //   LeakyReLU:    float32 [alpha]
+//   BatchNorm:    float32 [epsilon, blocked]
 // "blocked" tensors keep MindSpore's NCHW shape but hold oneDNN's channel-blocked layout
 // (ZooActivationBlock(): nChw16c on AVX-512, nChw8c on AVX2), so that a chain of these kernels
 // (convolution, ReLU, max pooling) skips the reorders to and from NCHW between layers; the
@@ -294,6 +295,62 @@ int64_t element_count(int ndim, const int64_t *shape) {
   return n;
 }
 
+// ---------------------------------------------------------------- BatchNorm
+// Per-channel statistics over N, H, W; only used on the blocked layout, where MindSpore's own
+// BatchNorm (plain NCHW) cannot read the tensor. Moving statistics are updated by the cell.
+struct BnGeometry {
+  memory::dims src, channels;
+  bool blocked;
+  float epsilon;
+  std::string key;
+};
+
+BnGeometry bn_geometry(const int64_t *x, const float *g) {
+  BnGeometry b;
+  b.src = {x[0], x[1], x[2], x[3]};
+  b.channels = {x[1]};
+  b.epsilon = g[0];
+  b.blocked = g[1] != 0.0f;
+  int32_t eps_bits;
+  std::memcpy(&eps_bits, &b.epsilon, sizeof eps_bits);
+  b.key = join({x[0], x[1], x[2], x[3], int64_t(b.blocked), eps_bits});
+  return b;
+}
+
+struct BnPrimitives {
+  batch_normalization_forward::primitive_desc fwd_pd;
+  batch_normalization_forward fwd;
+  batch_normalization_forward::primitive_desc infer_pd;
+  batch_normalization_forward infer;
+  batch_normalization_backward::primitive_desc bwd_pd;
+  batch_normalization_backward bwd;
+};
+
+BnPrimitives *make_bn(const std::string &, const void *arg) {
+  const BnGeometry &b = *static_cast<const BnGeometry *>(arg);
+  auto md = user_desc(b.src, b.blocked);
+  auto flags = normalization_flags::use_scale | normalization_flags::use_shift;
+  auto *p = new BnPrimitives();
+  p->fwd_pd = batch_normalization_forward::primitive_desc(cpu(), prop_kind::forward_training, md, md, b.epsilon, flags);
+  p->fwd = batch_normalization_forward(p->fwd_pd);
+  p->infer_pd = batch_normalization_forward::primitive_desc(cpu(), prop_kind::forward_inference, md, md, b.epsilon,
+                                                            flags | normalization_flags::use_global_stats);
+  p->infer = batch_normalization_forward(p->infer_pd);
+  p->bwd_pd = batch_normalization_backward::primitive_desc(cpu(), prop_kind::backward, md, md, md, b.epsilon, flags,
+                                                           p->fwd_pd);
+  p->bwd = batch_normalization_backward(p->bwd_pd);
+  return p;
+}
+
+std::mutex bn_mutex;
+std::unordered_map<std::string, BnPrimitives *> bn_cache;
+
+BnPrimitives *bn_primitives(const BnGeometry &b) { return cached(bn_cache, bn_mutex, b.key, make_bn, &b); }
+
+memory per_channel(const memory::dims &channels, void *data) {
+  return memory(memory::desc(channels, dt::f32, tag::a), cpu(), data);
+}
+
 // ---------------------------------------------------------------- LeakyReLU
 eltwise_forward::primitive_desc leaky_forward_pd(const memory::desc &md, float alpha) {
   return eltwise_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::eltwise_relu, md, md, alpha);
@@ -461,6 +518,58 @@ int ZooLeakyReLUGrad(int nparam, void **params, int *ndims, int64_t **shapes, co
   });
 }
 
+// x, gamma, beta, geometry -> y, batch mean, batch variance (biased: divided by N*H*W).
+int ZooBatchNorm(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  return guarded("ZooBatchNorm", [&] {
+    if (nparam != 7 || !is_f32(dtypes[0])) return fail("ZooBatchNorm: expects float32 x, gamma, beta, geometry");
+    BnGeometry b = bn_geometry(shapes[0], static_cast<const float *>(params[3]));
+    BnPrimitives *p = bn_primitives(b);
+    stream s(cpu());
+    memory x(p->fwd_pd.src_desc(), cpu(), params[0]), y(p->fwd_pd.dst_desc(), cpu(), params[4]);
+    p->fwd.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}, {DNNL_ARG_SCALE, per_channel(b.channels, params[1])},
+                       {DNNL_ARG_SHIFT, per_channel(b.channels, params[2])}, {DNNL_ARG_MEAN, per_channel(b.channels, params[5])},
+                       {DNNL_ARG_VARIANCE, per_channel(b.channels, params[6])}});
+    s.wait();
+    return 0;
+  });
+}
+
+// x, gamma, beta, mean, variance, geometry -> y (inference, with the given statistics).
+int ZooBatchNormInference(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  return guarded("ZooBatchNormInference", [&] {
+    if (nparam != 7 || !is_f32(dtypes[0])) return fail("ZooBatchNormInference: bad arguments");
+    BnGeometry b = bn_geometry(shapes[0], static_cast<const float *>(params[5]));
+    BnPrimitives *p = bn_primitives(b);
+    stream s(cpu());
+    memory x(p->infer_pd.src_desc(), cpu(), params[0]), y(p->infer_pd.dst_desc(), cpu(), params[6]);
+    p->infer.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}, {DNNL_ARG_SCALE, per_channel(b.channels, params[1])},
+                         {DNNL_ARG_SHIFT, per_channel(b.channels, params[2])},
+                         {DNNL_ARG_MEAN, per_channel(b.channels, params[3])},
+                         {DNNL_ARG_VARIANCE, per_channel(b.channels, params[4])}});
+    s.wait();
+    return 0;
+  });
+}
+
+// x, dy, gamma, batch mean, batch variance, geometry -> dx, dgamma, dbeta.
+int ZooBatchNormGrad(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  return guarded("ZooBatchNormGrad", [&] {
+    if (nparam != 9 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooBatchNormGrad: bad arguments");
+    BnGeometry b = bn_geometry(shapes[0], static_cast<const float *>(params[5]));
+    BnPrimitives *p = bn_primitives(b);
+    stream s(cpu());
+    memory x(p->bwd_pd.src_desc(), cpu(), params[0]), dy(p->bwd_pd.diff_dst_desc(), cpu(), params[1]);
+    memory dx(p->bwd_pd.diff_src_desc(), cpu(), params[6]);
+    p->bwd.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_SCALE, per_channel(b.channels, params[2])},
+                       {DNNL_ARG_MEAN, per_channel(b.channels, params[3])},
+                       {DNNL_ARG_VARIANCE, per_channel(b.channels, params[4])}, {DNNL_ARG_DIFF_SRC, dx},
+                       {DNNL_ARG_DIFF_SCALE, per_channel(b.channels, params[7])},
+                       {DNNL_ARG_DIFF_SHIFT, per_channel(b.channels, params[8])}});
+    s.wait();
+    return 0;
+  });
+}
+
 // boxes (N, P, 4), ground truth (N, M, 4), both centre/size -> (N, P): the best IoU of each box
 // with any of its image's ground-truth boxes (0 with none). The arithmetic, operation by
 // operation, is that of the MindSpore version in src/yolov3_tiny/loss.py (built without
@@ -528,6 +637,9 @@ const char *ZooImplementations() {
     text += "conv " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + " / " +
             kv.second->bwd_data_pd.impl_info_str() + " / " + kv.second->bwd_weights_pd.impl_info_str() + "\n";
   for (auto &kv : pool_cache) text += "maxpool " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + "\n";
+  for (auto &kv : bn_cache)
+    text += "batchnorm " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + " / " +
+            kv.second->bwd_pd.impl_info_str() + "\n";
   return text.c_str();
 }
 

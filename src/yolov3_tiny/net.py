@@ -36,17 +36,27 @@ class YOLOv3TinyBackbone(nn.Cell):
         self.conv8 = block(256, 512, 3)    # stride-32 branch output
         self.conv9 = block(256, 128, 1)    # reduces channels before upsampling
         self.conv10 = block(384, 256, 3)   # stride-16 branch output (128 upsampled + 256 route)
-        self.downsample = MaxPool2d(kernel_size=2, stride=2, pad_mode="valid")
+        # One pool per use (pools hold no parameters): each can keep its own tensor layout.
+        self.downsample = nn.CellList([MaxPool2d(kernel_size=2, stride=2, pad_mode="valid")
+                                       for _ in range(5)])
         # Stride-1 'same' pool after conv5 keeps the stride-32 grid size.
         self.pool_keep_size = MaxPool2d(kernel_size=2, stride=1, pad_mode="same")
 
+    def layer_sequences(self):
+        """Runs of layers that feed only the next one, in order; each run's last output is
+        what construct reads (for :func:`src.kernels.keep_blocked_layouts`)."""
+        pool = self.downsample
+        return [[self.conv0, pool[0], self.conv1, pool[1], self.conv2, pool[2], self.conv3,
+                 pool[3], self.conv4],
+                [pool[4], self.conv5, self.pool_keep_size, self.conv6, self.conv7]]
+
     def construct(self, x):
-        x = self.downsample(self.conv0(x))
-        x = self.downsample(self.conv1(x))
-        x = self.downsample(self.conv2(x))
-        x = self.downsample(self.conv3(x))
+        x = self.downsample[0](self.conv0(x))
+        x = self.downsample[1](self.conv1(x))
+        x = self.downsample[2](self.conv2(x))
+        x = self.downsample[3](self.conv3(x))
         route = self.conv4(x)
-        x = self.pool_keep_size(self.conv5(self.downsample(route)))
+        x = self.pool_keep_size(self.conv5(self.downsample[4](route)))
         neck = self.conv7(self.conv6(x))
         out_stride32 = self.conv8(neck)
         up = self.conv9(neck)
