@@ -49,10 +49,10 @@ class SquaredSum(nn.Cell):
         return (self.layer(x) ** 2).sum()
 
 
-def _run(layer, x):
-    """Train-mode output, input gradient and parameter gradients; eval-mode output."""
+def _run(layer, x, make_loss=SquaredSum):
+    """Eval-mode output; train-mode input and parameter gradients of ``make_loss(layer)``."""
     layer.set_train(True)
-    net = SquaredSum(layer)
+    net = make_loss(layer)
     net.set_train(True)
     _, (dx, dparams) = ms.value_and_grad(net, 0, net.trainable_params())(x)
     layer.set_train(False)
@@ -341,18 +341,6 @@ class Projection(nn.Cell):
         return (self.layer(x) * self.weights).sum()
 
 
-def _projected(layer, x, weights):
-    """Train-mode input and parameter gradients of :class:`Projection`; eval-mode output."""
-    layer.set_train(True)
-    loss = Projection(layer, weights)
-    loss.set_train(True)
-    _, (dx, dparams) = ms.value_and_grad(loss, 0, loss.trainable_params())(x)
-    layer.set_train(False)
-    y_eval = layer(x).asnumpy()
-    layer.set_train(True)
-    return [y_eval, dx.asnumpy()] + [d.asnumpy() for d in dparams]
-
-
 @pytest.mark.parametrize("case", sorted(BLOCKED))
 def test_layers_reading_and_writing_the_blocked_layout_match_mindspore(case, zoo_kernels):
     """A layer told its input and/or output hold oneDNN's blocked layout computes the same as
@@ -373,9 +361,10 @@ def test_layers_reading_and_writing_the_blocked_layout_match_mindspore(case, zoo
     data = (rng.randint(0, 3, shape) if pooling else rng.randn(*shape) * 2 + 1).astype(np.float32)
     standard.set_train(False)
     weights = rng.randn(*standard(Tensor(data)).shape).astype(np.float32)
-    want = _projected(standard, Tensor(data), Tensor(weights))
-    got = _projected(zoo, Tensor(_to_blocked(data, block) if layout[0] else data),
-                     Tensor(_to_blocked(weights, block) if layout[1] else weights))
+    want = _run(standard, Tensor(data), lambda layer: Projection(layer, Tensor(weights)))
+    blocked_weights = Tensor(_to_blocked(weights, block) if layout[1] else weights)
+    got = _run(zoo, Tensor(_to_blocked(data, block) if layout[0] else data),
+               lambda layer: Projection(layer, blocked_weights))
     got[0] = _from_blocked(got[0], block) if layout[1] else got[0]
     got[1] = _from_blocked(got[1], block) if layout[0] else got[1]
     if isinstance(zoo, cells.BatchNorm2d):
