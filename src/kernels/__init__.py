@@ -1,10 +1,11 @@
-"""The zoo's own CPU kernels for convolution, max pooling and LeakyReLU.
+"""The zoo's own CPU kernels for convolution, max pooling, BatchNorm and LeakyReLU.
 
 MindSpore 2.10 runs CPU convolutions on its bundled oneDNN with plain NCHW layouts, capped at
 AVX2 (src/cpu_env.py); PyTorch runs the same convolutions about 2x faster on blocked layouts with
 the full ISA. These kernels give MindSpore that path: AOT custom operators (``ops.Custom``) on a
 separate oneDNN (src/kernels/zoo_kernels.cc), used by the layers in :mod:`src.kernels.cells`.
-Results equal MindSpore's operators to float32 rounding.
+Results equal MindSpore's operators to float32 rounding. :func:`keep_blocked_layouts` lets
+runs of these layers hand oneDNN's blocked layout to one another instead of NCHW.
 
 ``cpu_kernels`` in the config picks them: ``auto`` (default) uses them on CPU with float32
 training (amp_level O0) when they build, else MindSpore's operators with a one-line note;
