@@ -39,10 +39,18 @@ def test_interleaved_timing_alternates_the_order_and_keeps_each_median(monkeypat
             clock[0] += seconds
         return fn
 
+    def sleep(seconds):
+        calls.append(f"pause {seconds}")
+        clock[0] += seconds
+
     monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(benchmark.time, "sleep", sleep)
     medians = benchmark.interleaved_median_seconds([timed("a", 2.0), timed("b", 3.0)], repeats=3)
-    assert medians == [2.0, 3.0]
-    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then AB, BA, AB
+    assert medians == [2.0, 3.0]  # the pauses are not timed
+    pause = f"pause {benchmark.SETTLE_SECONDS}"
+    # warm-up, then AB, BA, AB; every timed call starts after a pause (spinning threads of the
+    # call before, e.g. onnxruntime's, must not steal a core from it)
+    assert calls == ["a", "b"] + [item for name in "abbaab" for item in (pause, name)]
     assert benchmark.median_seconds(timed("c", 0.5), repeats=2, warmup=0) == 0.5
 
 
