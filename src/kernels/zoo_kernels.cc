@@ -146,7 +146,7 @@ ConvGeometry conv_geometry(const int64_t *x, const int64_t *w, const int64_t *g)
   c.pad_after = {pb, pr};
   c.src_blocked = g[7] != 0;
   c.dst_blocked = g[8] != 0;
-  c.key = join({x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], g[0], g[1], pt, pb, pl, pr});
+  c.key = join({x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], g[0], g[1], pt, pb, pl, pr, g[7], g[8]});
   return c;
 }
 
@@ -163,8 +163,13 @@ struct ConvPrimitives {
 
 ConvPrimitives *make_conv(const std::string &, const void *arg) {
   const ConvGeometry &c = *static_cast<const ConvGeometry *>(arg);
-  auto src = memory::desc(c.src, dt::f32, tag::any), wei = memory::desc(c.wei, dt::f32, tag::any),
-       dst = memory::desc(c.dst, dt::f32, tag::any);
+  // A blocked side is fixed to the layout of the run (for inference oneDNN would otherwise pick
+  // NHWC and reorder around every layer); a plain side is left to oneDNN.
+  auto activation = [](const memory::dims &dims, bool blocked) {
+    return blocked ? user_desc(dims, true) : memory::desc(dims, dt::f32, tag::any);
+  };
+  auto src = activation(c.src, c.src_blocked), wei = memory::desc(c.wei, dt::f32, tag::any),
+       dst = activation(c.dst, c.dst_blocked);
   auto *p = new ConvPrimitives();
   p->fwd_pd = convolution_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::convolution_direct,
                                                   src, wei, dst, c.strides, c.pad_before, c.pad_after);
