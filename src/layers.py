@@ -13,9 +13,9 @@ from mindspore import nn, ops
 from mindspore.common import initializer as init
 
 from src.errors import ConfigError
-# The layers every model builds from: nn.Conv2d / MaxPool2d / BatchNorm2d / LeakyReLU that run on the
+# The layers every model builds from: nn.Conv2d / MaxPool2d / BatchNorm2d / Dense / LeakyReLU that run on the
 # zoo's CPU kernels when src.kernels is active.
-from src.kernels.cells import BatchNorm2d, Conv2d, LeakyReLU, MaxPool2d  # noqa: F401  pylint: disable=unused-import
+from src.kernels.cells import BatchNorm2d, Conv2d, Dense, LeakyReLU, MaxPool2d  # noqa: F401  pylint: disable=unused-import
 
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "none")
 PAD_MODES = ("same", "pad", "valid")

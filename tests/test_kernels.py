@@ -136,6 +136,17 @@ def test_leaky_relu_matches_mindspore(zoo_kernels):
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
+def test_dense_matches_mindspore(bias, zoo_kernels):
+    standard, zoo = _pair_of_layers(lambda: cells.Dense(37, 11, has_bias=bias,
+                                                        bias_init="normal"))
+    x = Tensor(np.random.RandomState(4).randn(3, 37).astype(np.float32))
+    results = list(zip(_run(standard, x), _run(zoo, x)))
+    assert len(results) == 3 + bias  # eval output, dx, dw (, db)
+    for want, got in results:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_a_model_built_by_the_engine_uses_them_and_exports_standard_operators(tmp_path):
     """build_network follows cpu_kernels; ONNX and MINDIR exports hold no custom operator and
     agree with the network running on the kernels."""

@@ -1,5 +1,5 @@
-"""Drop-in ``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.BatchNorm2d`` and ``nn.LeakyReLU`` that run on
-the zoo's CPU kernels.
+"""Drop-in ``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.BatchNorm2d``, ``nn.Dense`` and ``nn.LeakyReLU``
+that run on the zoo's CPU kernels.
 
 Each is a subclass with the same parameters (names, shapes, initialisation), so checkpoints and
 ``isinstance`` checks are unaffected. Whether a layer uses the zoo's kernels is fixed when it is
@@ -217,6 +217,34 @@ class BatchNorm2d(nn.BatchNorm2d):
                 return self._batch_statistics(x)
             return self.zoo_infer(x, self.gamma, self.beta, self.moving_mean,
                                   self.moving_variance, self.geometry)
+        return super().construct(x)
+
+
+class Dense(nn.Dense):
+    """``nn.Dense``; the matrix product and both of its gradients on the zoo's sgemm when
+    active (the bias and the activation stay MindSpore's)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.zoo_kernel = kernels.active() and self.weight.dtype == mstype.float32
+        if not self.zoo_kernel:
+            return
+        grad_input = _custom("ZooMatMulGradInput", lambda dy, w: [dy[0], w[1]], _same_dtype)
+        grad_weight = _custom("ZooMatMulGradWeight", lambda dy, x: [dy[1], x[1]], _same_dtype)
+
+        def bprop(x, w, out, dout):
+            return grad_input(dout, w), grad_weight(dout, x)
+
+        self.zoo_matmul = _custom("ZooMatMul", lambda x, w: [x[0], w[0]], _same_dtype, bprop)
+
+    def construct(self, x):
+        if self.zoo_kernel and x.dtype == mstype.float32 and len(x.shape) == 2:
+            x = self.zoo_matmul(x, self.weight)
+            if self.has_bias:
+                x = self.bias_add(x, self.bias)
+            if self.activation_flag:
+                x = self.activation(x)
+            return x
         return super().construct(x)
 
 

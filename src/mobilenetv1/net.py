@@ -6,7 +6,7 @@ or ``"symmetric"`` (one on every side, as PyTorch/timm).
 """
 from mindspore import nn
 
-from src.layers import ConvBNAct, GlobalAvgPool, check_bn_eps, check_choice, init_weights
+from src.layers import ConvBNAct, Dense, GlobalAvgPool, check_bn_eps, check_choice, init_weights
 
 STEM_CHANNELS = 32
 # (out_channels, stride of the depthwise conv) for each depthwise-separable pair.
@@ -41,7 +41,7 @@ class MobileNetV1(nn.Cell):
             channels = out_channels
         self.features = nn.SequentialCell(blocks)
         self.pool = GlobalAvgPool(keep_dims=False)
-        self.classifier = nn.Dense(channels, num_classes)
+        self.classifier = Dense(channels, num_classes)
 
     def construct(self, x):
         return self.classifier(self.pool(self.features(x)))

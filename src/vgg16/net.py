@@ -1,7 +1,7 @@
 """VGG16: 13 3x3 convs in five stages, each closed by a 2x2/2 max pool, then three FC layers."""
 from mindspore import nn
 
-from src.layers import (ConvBNAct, MaxPool2d, check_choice, check_image_size, check_probability,
+from src.layers import (ConvBNAct, Dense, MaxPool2d, check_choice, check_image_size, check_probability,
                         make_initializer)
 
 POOL = "M"
@@ -42,7 +42,7 @@ class VGG16(nn.Cell):
         self.flatten = nn.Flatten()
 
         def dense(n_in, n_out):
-            return nn.Dense(n_in, n_out, weight_init=make_initializer("normal", sigma=0.01),
+            return Dense(n_in, n_out, weight_init=make_initializer("normal", sigma=0.01),
                             bias_init="zeros")
 
         def drop():
