@@ -194,8 +194,10 @@ def test_checkpoint_for_other_class_count_is_refused_naming_parameters(model, sm
         ckpt.load_network_weights(build_network(cfg), tensors, source="other.ckpt")
 
 
-# Enough epochs for each model to pass the bar with margin on the demo set.
-LEARNING_EPOCHS = {"tinydarknet": 6, "mobilenetv1": 5, "vgg16": 3}
+# Enough epochs for each model to pass the bar with margin on the demo set. VGG16 (with
+# BatchNorm) after 3 epochs read 0.64, 0.625 and 0.495 top-1 for changes of float32 rounding
+# alone (kernels on or off); after 4 it reads 0.74.
+LEARNING_EPOCHS = {"tinydarknet": 6, "mobilenetv1": 5, "vgg16": 4}
 
 
 @pytest.mark.slow
