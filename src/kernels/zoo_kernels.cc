@@ -372,6 +372,16 @@ int guarded(const char *name, Body body) {
   }
 }
 
+// params[2] (m x n) = op(params[0]) . op(params[1]), both float32; 0, or a failure named `name`.
+int product(const char *name, int nparam, void **params, const char **dtypes, char trans_a, char trans_b,
+            int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb) {
+  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail(std::string(name) + ": bad arguments");
+  if (dnnl_sgemm(trans_a, trans_b, m, n, k, 1.0f, static_cast<const float *>(params[0]), lda,
+                 static_cast<const float *>(params[1]), ldb, 0.0f, static_cast<float *>(params[2]), n) != dnnl_success)
+    return fail(std::string(name) + ": sgemm failed");
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -448,34 +458,23 @@ int ZooPointwiseConvBackpropFilter(int nparam, void **params, int *, int64_t **s
 
 // Dense layers (nn.Dense: y = x . w^T, w of shape out x in) as row-major sgemm on the full ISA;
 // MindSpore's MatMul runs on its AVX2-capped oneDNN, at about half the memory bandwidth that a
-// batch-1 product with VGG16's 25088 x 4096 weights needs. x (N x K), w (M x K) -> y (N x M).
+// batch-1 product with VGG16's 25088 x 4096 weights needs.
+// x (N x K), w (M x K) -> y (N x M) = x . w^T.
 int ZooMatMul(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooMatMul: bad arguments");
   const int64_t n = shapes[0][0], k = shapes[0][1], m = shapes[1][0];
-  if (dnnl_sgemm('N', 'T', n, m, k, 1.0f, static_cast<const float *>(params[0]), k,
-                 static_cast<const float *>(params[1]), k, 0.0f, static_cast<float *>(params[2]), m) != dnnl_success)
-    return fail("ZooMatMul: sgemm failed");
-  return 0;
+  return product("ZooMatMul", nparam, params, dtypes, 'N', 'T', n, m, k, k, k);
 }
 
 // dy (N x M), w (M x K) -> dx (N x K) = dy . w.
 int ZooMatMulGradInput(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooMatMulGradInput: bad arguments");
   const int64_t n = shapes[0][0], m = shapes[0][1], k = shapes[1][1];
-  if (dnnl_sgemm('N', 'N', n, k, m, 1.0f, static_cast<const float *>(params[0]), m,
-                 static_cast<const float *>(params[1]), k, 0.0f, static_cast<float *>(params[2]), k) != dnnl_success)
-    return fail("ZooMatMulGradInput: sgemm failed");
-  return 0;
+  return product("ZooMatMulGradInput", nparam, params, dtypes, 'N', 'N', n, k, m, m, k);
 }
 
 // dy (N x M), x (N x K) -> dw (M x K) = dy^T . x.
 int ZooMatMulGradWeight(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooMatMulGradWeight: bad arguments");
-  const int64_t n = shapes[0][0], m = shapes[0][1], k = shapes[1][1];
-  if (dnnl_sgemm('T', 'N', m, k, n, 1.0f, static_cast<const float *>(params[0]), m,
-                 static_cast<const float *>(params[1]), k, 0.0f, static_cast<float *>(params[2]), k) != dnnl_success)
-    return fail("ZooMatMulGradWeight: sgemm failed");
-  return 0;
+  const int64_t m = shapes[0][1], n = shapes[0][0], k = shapes[1][1];
+  return product("ZooMatMulGradWeight", nparam, params, dtypes, 'T', 'N', m, k, n, m, k);
 }
 
 // x, geometry -> y, workspace (uint8; where each window's maximum was, for the backward pass).
