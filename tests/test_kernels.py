@@ -399,15 +399,14 @@ def test_a_sequence_passes_the_blocked_layout_between_its_layers_and_ends_plain(
     sequence's output is plain."""
     from src.layers import ConvBNAct
 
-    block = kernels.activation_block()
-    if block != 16:
-        pytest.skip("the plan below is written for AVX-512's 16-channel block")
+    if kernels.activation_block() not in (8, 16):  # 20 channels are off either block
+        pytest.skip("oneDNN picks no 8- or 16-channel blocked layout on this CPU")
 
     def conv(cin, cout, **kw):
         return ConvBNAct(cin, cout, 3, batch_norm=kw.pop("bn", False), **kw)
 
     shared = conv(32, 32)
-    layers = [conv(3, 16), cells.MaxPool2d(2, 2), conv(16, 32), conv(32, 24), conv(24, 32),
+    layers = [conv(3, 16), cells.MaxPool2d(2, 2), conv(16, 32), conv(32, 20), conv(20, 32),
               conv(32, 32), conv(32, 32, bn=True), conv(32, 32), conv(32, 32, has_bias=True),
               conv(32, 32), nn.ReLU(), conv(32, 32), ConvBNAct(32, 32, 1, batch_norm=False),
               conv(32, 32), conv(32, 32), shared, conv(32, 32), cells.MaxPool2d(2, 2)]
