@@ -701,7 +701,8 @@ const char *ZooImplementations() {
   text.clear();
   for (auto &kv : conv_cache)
     text += "conv " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + " / " +
-            kv.second->infer_pd.impl_info_str() + " / " + kv.second->bwd_data_pd.impl_info_str() + " / " + kv.second->bwd_weights_pd.impl_info_str() + "\n";
+            kv.second->infer_pd.impl_info_str() + " / " + kv.second->bwd_data_pd.impl_info_str() + " / " +
+            kv.second->bwd_weights_pd.impl_info_str() + "\n";
   for (auto &kv : pool_cache) text += "maxpool " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + "\n";
   for (auto &kv : bn_cache)
     text += "batchnorm " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + " / " +
