@@ -9,6 +9,7 @@ import math
 import operator
 from typing import Iterable, Optional, Tuple, Type
 
+from mindspore import dtype as mstype
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
@@ -16,6 +17,7 @@ from src.errors import ConfigError
 # The layers every model builds from: nn.Conv2d / MaxPool2d / BatchNorm2d / Dense / LeakyReLU that run on the
 # zoo's CPU kernels when src.kernels is active.
 from src.kernels.cells import BatchNorm2d, Conv2d, Dense, LeakyReLU, MaxPool2d  # noqa: F401  pylint: disable=unused-import
+from src.kernels.cells import fused_inference
 
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "none")
 PAD_MODES = ("same", "pad", "valid")
@@ -163,6 +165,11 @@ class ConvBNAct(nn.Cell):
         # Plain bools so both GRAPH and PYNATIVE mode resolve the branches statically.
         self.use_bn = batch_norm
         self.use_act = self.act is not None
+        # At inference on the zoo's kernels the three layers run as one (see fused_inference).
+        fused = fused_inference(self.conv, self.bn, activation, leaky_alpha)
+        self.use_fused = fused is not None
+        if self.use_fused:
+            self.fused_op, self.fused_settings = fused
 
     def blocked_channels(self):
         """``(in, out)`` channels when the block can keep the kernels' blocked layout
@@ -178,6 +185,12 @@ class ConvBNAct(nn.Cell):
             self.bn.set_layout(y_blocked)
 
     def construct(self, x):
+        if self.use_fused and not self.training and self.conv.zoo_kernel and x.dtype == mstype.float32:
+            if self.use_bn:
+                return self.fused_op(x, self.conv.weight, self.bn.gamma, self.bn.beta,
+                                     self.bn.moving_mean, self.bn.moving_variance,
+                                     self.conv.geometry, self.fused_settings)
+            return self.fused_op(x, self.conv.weight, self.conv.geometry, self.fused_settings)
         x = self.conv(x)
         if self.use_bn:
             x = self.bn(x)

@@ -278,6 +278,100 @@ def test_concurrent_first_builds_agree(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(os.path.dirname(paths[0]))]
 
 
+def _call_kernel(name, inputs, output_shape):
+    """Call an entry point of the kernel library directly (MindSpore's AOT signature) on this
+    Python thread; returns the float32 output."""
+    handle = ctypes.CDLL(kernels.load())
+    output = np.zeros(output_shape, np.float32)
+    arrays = [np.ascontiguousarray(a) for a in inputs] + [output]
+    shapes = [(ctypes.c_int64 * max(a.ndim, 1))(*(a.shape or (1,))) for a in arrays]
+    count = len(arrays)
+    status = getattr(handle, name)(
+        count, (ctypes.c_void_p * count)(*[a.ctypes.data for a in arrays]),
+        (ctypes.c_int * count)(*[a.ndim for a in arrays]),
+        (ctypes.POINTER(ctypes.c_int64) * count)(*[ctypes.cast(s, ctypes.POINTER(ctypes.c_int64))
+                                                  for s in shapes]),
+        (ctypes.c_char_p * count)(*[str(a.dtype).encode() for a in arrays]), None, None)
+    assert status == 0
+    return output
+
+
+def test_a_primitive_is_only_run_with_the_thread_count_it_was_made_for(zoo_kernels):
+    """oneDNN sizes a primitive's per-thread scratchpad when it creates it; running it with more
+    threads wrote past that buffer (PyTorch shares this OpenMP runtime, torch.set_num_threads(1)
+    changed the count on one thread, and a later test crashed in the kernels' cache). A thread
+    with another count gets its own primitive, with the same result."""
+    handle = ctypes.CDLL(kernels.load())
+    rng = np.random.RandomState(5)
+    x, w = rng.randn(2, 8, 13, 13).astype(np.float32), rng.randn(16, 8, 3, 3).astype(np.float32)
+    dy = rng.randn(2, 16, 13, 13).astype(np.float32)
+    geometry = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0], np.int64)  # stride 1, same, plain
+    key = "conv 2,8,13,13,16,8,3,3,"
+    results = []
+    try:
+        for threads in (1, 2):
+            handle.ZooSetThreads(threads)
+            results.append(_call_kernel("ZooConv2DBackpropFilter", [x, w, dy, geometry], w.shape))
+    finally:
+        handle.ZooSetThreads(2)
+    made = [line for line in kernels.implementations().splitlines() if line.startswith(key)]
+    assert sorted(line.split("threads=")[1].split()[0] for line in made) == ["1", "2"], made
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)
+    want = np.einsum("nchw,nkhw->kc", x, dy)  # the centre tap of each 3x3 filter
+    np.testing.assert_allclose(results[0][:, :, 1, 1], want, rtol=1e-4, atol=1e-3)
+
+
+CROSS_THREAD = """
+import numpy as np
+import src  # noqa: F401
+import mindspore as ms
+from mindspore import Tensor, nn
+from src.config import load_config
+from src.engine import build_network
+
+ms.set_device("CPU")
+cfg = load_config("config/mobilenetv1_imagenet.yaml", [("image_size", [64, 64]), ("num_classes", 10)])
+net = build_network(cfg)
+x = Tensor(np.random.RandomState(0).randn(2, 3, 64, 64).astype(np.float32))
+ms.set_context(mode=ms.PYNATIVE_MODE)
+net.set_train(True)
+net(x)  # the primitives are made on PyNative's launch thread
+
+
+class Loss(nn.Cell):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x):
+        return (self.net(x) ** 2).sum()
+
+
+ms.set_context(mode=ms.GRAPH_MODE)  # ... and run on graph mode's actor thread
+loss = Loss(net)
+loss.set_train(True)
+value, grads = ms.value_and_grad(loss, None, net.trainable_params())(x)
+assert np.isfinite(value.asnumpy()) and all(np.isfinite(g.asnumpy()).all() for g in grads)
+print("ran on both threads")
+"""
+
+
+def test_a_primitive_made_on_one_thread_runs_on_another(tmp_path):
+    """MindSpore calls the kernels from different threads (PyNative's launch thread, graph
+    mode's actor threads), which share the cached primitives. With oneDNN's own scratchpad, a
+    primitive made on one thread and run on another wrote past that thread's buffer: MobileNetV1
+    in PyNative then graph mode crashed with a segmentation fault (in the test suite, a test
+    after the PyTorch peer's). Run in a child process, so that a regression fails this test
+    instead of killing the run."""
+    _kernels_or_skip()
+    script = tmp_path / "cross_thread.py"  # a file: graph mode reads the Cell's source
+    script.write_text(CROSS_THREAD)
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0 and "ran on both threads" in proc.stdout, (proc.returncode,
+                                                                            proc.stderr[-2000:])
+
+
 def test_best_iou_is_bit_equal_to_the_yolo_loss_arithmetic(zoo_kernels):
     """The ignore mask's IoU on the kernel equals the MindSpore version, padding rows and an
     exact match included, and passes no gradient."""
@@ -390,6 +484,87 @@ def test_layers_reading_and_writing_the_blocked_layout_match_mindspore(case, zoo
             np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6 * np.abs(w).max())
         else:
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+
+
+FUSED = {
+    # name: (ConvBNAct options, input shape, (x_blocked, y_blocked))
+    "3x3, BatchNorm, relu6, blocked in and out": (
+        dict(out_channels=32, activation="relu6", bn_eps=1e-3), (1, 32, 9, 9), (True, True)),
+    "depthwise 3x3 stride 2, BatchNorm, relu6, blocked": (
+        dict(out_channels=32, stride=2, groups=32, activation="relu6"), (2, 32, 8, 8),
+        (True, True)),
+    "3x3, BatchNorm, leaky_relu 0.1, plain in, blocked out": (
+        dict(out_channels=16, activation="leaky_relu", leaky_alpha=0.1), (1, 3, 10, 10),
+        (False, True)),
+    "1x1, BatchNorm, relu, blocked in, plain out": (
+        dict(out_channels=16, kernel_size=1, activation="relu"), (2, 32, 5, 5), (True, False)),
+    "3x3 pad, no BatchNorm, relu, plain": (
+        dict(out_channels=8, pad_mode="pad", batch_norm=False, activation="relu"),
+        (1, 5, 7, 7), (False, False)),
+    "3x3, BatchNorm, no activation, plain": (
+        dict(out_channels=8, activation="none"), (1, 16, 6, 6), (False, False)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FUSED))
+def test_conv_batchnorm_activation_runs_as_one_kernel_at_inference(case, zoo_kernels):
+    """At inference a ConvBNAct on the kernels is one fused convolution (BatchNorm's moving
+    statistics folded in, the activation a post-op) that equals the three layers on MindSpore's
+    operators; training still gets the separate layers, gradients included."""
+    from src.layers import ConvBNAct
+
+    options, shape, layout = FUSED[case]
+    options = dict(options)
+    block = kernels.activation_block()
+    out_channels = options.pop("out_channels")
+    if any(layout) and (not block or (layout[0] and shape[1] % block)
+                        or (layout[1] and out_channels % block)):
+        pytest.skip(f"channels are not a multiple of this CPU's block ({block})")
+    kernel = options.pop("kernel_size", 3)
+    make = lambda: ConvBNAct(shape[1], out_channels, kernel, **options)  # noqa: E731
+    with kernels.layers_use_kernels(False):
+        standard = make()
+    zoo = make()
+    assert zoo.use_fused and not standard.use_fused
+    rng = np.random.RandomState(3)
+    for a, b in zip(standard.get_parameters(), zoo.get_parameters()):
+        value = rng.uniform(0.5, 2.0, a.shape) if "variance" in a.name else rng.randn(*a.shape)
+        a.set_data(Tensor(value.astype(np.float32)))
+        b.set_data(Tensor(value.astype(np.float32)))
+    zoo.set_layout(*layout)
+    data = (rng.randn(*shape) * 2).astype(np.float32)
+    standard.set_train(False)
+    zoo.set_train(False)
+    before = kernels.implementations().count("fused conv")
+    want = standard(Tensor(data)).asnumpy()
+    got = zoo(Tensor(_to_blocked(data, block) if layout[0] else data)).asnumpy()
+    got = _from_blocked(got, block) if layout[1] else got
+    assert kernels.implementations().count("fused conv") == before + 1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    if options.get("activation") == "relu6":
+        assert want.max() == 6.0 and want.min() == 0.0  # the clip's both ends are exercised
+    weights = rng.randn(*want.shape).astype(np.float32)
+    grads = [_run(layer, Tensor(x), lambda cell, w=w: Projection(cell, Tensor(w)))[1:]
+             for layer, x, w in ((standard, data, weights),
+                                 (zoo, _to_blocked(data, block) if layout[0] else data,
+                                  _to_blocked(weights, block) if layout[1] else weights))]
+    grads[1][0] = _from_blocked(grads[1][0], block) if layout[0] else grads[1][0]
+    for w, g in zip(*grads):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+
+
+def test_fused_inference_leaves_batch_statistics_and_biases_to_the_separate_layers(zoo_kernels):
+    """Where folding would change the result or is not covered, the layers stay separate."""
+    from src.layers import ConvBNAct
+
+    assert not ConvBNAct(8, 8, 3, has_bias=True).use_fused
+    assert not ConvBNAct(8, 8, 3, batch_norm=False, has_bias=True, activation="none").use_fused
+    with_batch_statistics = ConvBNAct(8, 8, 3)
+    assert with_batch_statistics.use_fused
+    assert cells.fused_inference(with_batch_statistics.conv, cells.BatchNorm2d(
+        8, use_batch_statistics=True), "relu") is None
+    with kernels.layers_use_kernels(False):
+        assert not ConvBNAct(8, 8, 3).use_fused
 
 
 def test_a_sequence_passes_the_blocked_layout_between_its_layers_and_ends_plain(zoo_kernels):

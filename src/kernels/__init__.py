@@ -1,4 +1,5 @@
-"""The zoo's own CPU kernels for convolution, max pooling, BatchNorm and LeakyReLU.
+"""The zoo's own CPU kernels for convolution, max pooling, BatchNorm and LeakyReLU, and for
+convolution + BatchNorm + activation fused at inference.
 
 MindSpore 2.10 runs CPU convolutions on its bundled oneDNN with plain NCHW layouts, capped at
 AVX2 (src/cpu_env.py); PyTorch runs the same convolutions about 2x faster on blocked layouts with

@@ -63,9 +63,11 @@ class Conv2d(nn.Conv2d):
         kernel_h, kernel_w = _pair(self.kernel_size)
         channels = self.out_channels
 
-        def output_shape(x, w, geometry):
+        def output_shape(x, w, *_):
             return [x[0], channels, _output_size(x[2], kernel_h, stride_h, same, pads[0], pads[1]),
                     _output_size(x[3], kernel_w, stride_w, same, pads[2], pads[3])]
+
+        self.output_shape = output_shape
 
         backprop_input = _custom("ZooConv2DBackpropInput", lambda x, w, dy, g: x, _same_dtype)
         backprop_filter = _custom("ZooConv2DBackpropFilter", lambda x, w, dy, g: w, _same_dtype)
@@ -117,6 +119,33 @@ class Conv2d(nn.Conv2d):
         if self.has_bias:
             output = self.bias_add(output, self.bias)
         return output
+
+
+# settings of ZooConvFusedInference per activation: [kind (0 none, 1 relu, 2 clip), alpha, beta]
+_FUSED_ACTIVATIONS = {"none": (0, 0.0, 0.0), "relu": (1, 0.0, 0.0), "relu6": (2, 0.0, 6.0)}
+
+
+def fused_inference(conv, batch_norm, activation: str, leaky_alpha: float = 0.0):
+    """``(op, settings)`` computing ``activation(batch_norm(conv(x)))`` at inference as one
+    kernel, called as ``op(x, conv.weight, [gamma, beta, moving_mean, moving_variance,]
+    conv.geometry, settings)``; None where it does not apply (no kernels, a bias, batch
+    statistics at inference, another activation).
+
+    BatchNorm's moving statistics are folded into the convolution's weights and bias on every
+    call, and the activation is a post-op. Training and exports keep the separate layers."""
+    if not getattr(conv, "zoo_kernel", False) or conv.has_bias:
+        return None
+    if batch_norm is not None and batch_norm.use_batch_statistics is not None:
+        return None
+    if activation == "leaky_relu":
+        kind = (1, float(leaky_alpha), 0.0)
+    elif activation in _FUSED_ACTIVATIONS:
+        kind = _FUSED_ACTIVATIONS[activation]
+    else:
+        return None
+    epsilon = float(batch_norm.eps) if batch_norm is not None else 0.0
+    settings = Tensor(np.array([*kind, epsilon], np.float32))
+    return _custom("ZooConvFusedInference", conv.output_shape, _same_dtype), settings
 
 
 class MaxPool2d(nn.MaxPool2d):

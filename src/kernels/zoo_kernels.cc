@@ -12,6 +12,8 @@
 //                        blocked]
 //   LeakyReLU:    float32 [alpha]
 //   BatchNorm:    float32 [epsilon, blocked]
+//   fused inference convolution: the convolution's geometry, then float32 settings
+//                 [activation, alpha, beta, epsilon] (see fused_inference)
 // "blocked" tensors keep MindSpore's NCHW shape but hold oneDNN's channel-blocked layout
 // (ZooActivationBlock(): nChw16c on AVX-512, nChw8c on AVX2), so that a chain of these kernels
 // (convolution, ReLU, max pooling) skips the reorders to and from NCHW between layers; the
@@ -23,8 +25,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -70,15 +75,59 @@ std::string join(std::initializer_list<int64_t> values) {
   return s;
 }
 
+// The primitives for `key`, created on first use. oneDNN sizes a primitive's scratchpad (per-thread
+// buffers, e.g. the weight-gradient reductions) for the OpenMP thread count at its creation, and
+// executing it with more threads writes past that buffer. The count is per calling thread: PyTorch
+// shares this libgomp and torch.set_num_threads(1) changes it on the Python thread only, while
+// MindSpore's graph threads keep the default. So the count is part of the key.
 template <typename T>
 T *cached(std::unordered_map<std::string, T *> &cache, std::mutex &mutex, const std::string &key,
           T *(*create)(const std::string &, const void *), const void *arg) {
+  const std::string full_key = key + "threads=" + std::to_string(omp_get_max_threads());
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
+  auto it = cache.find(full_key);
   if (it != cache.end()) return it->second;
-  T *made = create(key, arg);
-  cache[key] = made;
+  T *made = create(full_key, arg);
+  cache[full_key] = made;
   return made;
+}
+
+// Cached primitives run on whichever MindSpore thread calls them. oneDNN's own ("library")
+// scratchpad is a buffer of the thread that created the primitive, so another thread running it
+// wrote past its own smaller buffer (seen: a heap corruption after a network ran in PyNative
+// mode, on MindSpore's launch thread, and then in graph mode, on its actor thread). Every cached
+// primitive therefore takes its scratchpad from the caller: one buffer per calling thread, grown
+// as needed, used by one primitive at a time (CPU streams execute synchronously).
+primitive_attr caller_scratchpad(primitive_attr attr = primitive_attr()) {
+  attr.set_scratchpad_mode(scratchpad_mode::user);
+  return attr;
+}
+
+memory scratchpad(const memory::desc &md) {
+  struct Buffer {
+    void *data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  const size_t need = md.get_size();
+  if (need > buffer.size) {
+    std::free(buffer.data);
+    buffer.size = (need + 63) / 64 * 64;
+    buffer.data = std::aligned_alloc(64, buffer.size);
+    if (buffer.data == nullptr) {
+      buffer.size = 0;
+      throw std::bad_alloc();
+    }
+  }
+  return memory(md, cpu(), buffer.data);
+}
+
+// Executes a cached primitive with the calling thread's scratchpad.
+template <typename Pd>
+void execute(stream &s, const primitive &prim, const Pd &pd, std::unordered_map<int, memory> args) {
+  args.insert({DNNL_ARG_SCRATCHPAD, scratchpad(pd.scratchpad_desc())});
+  prim.execute(s, args);
 }
 
 memory::desc plain(const memory::dims &dims) {
@@ -104,6 +153,13 @@ memory::desc user_desc(const memory::dims &dims, bool blocked) {
   return blocked ? memory::desc(dims, dt::f32, activation_tag()) : plain(dims);
 }
 
+// from -> to, converting the layout (oneDNN's primitive cache may hand back a reorder another
+// thread created, so it too takes the caller's scratchpad).
+void copy(stream &s, memory &from, memory &to) {
+  reorder::primitive_desc pd(from, to, caller_scratchpad());
+  execute(s, reorder(pd), pd, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+}
+
 // The user's buffer viewed in the primitive's layout: the buffer itself when the layouts agree,
 // else a new buffer (filled by a reorder when `fill`).
 memory in_layout(stream &s, const memory::desc &want, const memory::dims &dims, void *data, bool fill,
@@ -111,14 +167,14 @@ memory in_layout(stream &s, const memory::desc &want, const memory::dims &dims, 
   memory user(user_desc(dims, blocked), cpu(), data);
   if (want == user.get_desc()) return user;
   memory converted(want, cpu());
-  if (fill) reorder(user, converted).execute(s, user, converted);
+  if (fill) copy(s, user, converted);
   return converted;
 }
 
 void to_user(stream &s, memory &result, const memory::dims &dims, void *data, bool blocked = false) {
   if (result.get_data_handle() == data) return;
   memory user(user_desc(dims, blocked), cpu(), data);
-  reorder(result, user).execute(s, result, user);
+  copy(s, result, user);
 }
 
 // ---------------------------------------------------------------- convolution
@@ -191,7 +247,7 @@ ConvPrimitives *make_conv(const std::string &, const void *arg) {
   auto forward = [&](prop_kind kind) {
     return [&, kind](const memory::desc &x, const memory::desc &y) {
       return convolution_forward::primitive_desc(cpu(), kind, algorithm::convolution_direct, x, wei, y, c.strides,
-                                                 c.pad_before, c.pad_after);
+                                                 c.pad_before, c.pad_after, caller_scratchpad());
     };
   };
   p->fwd_pd = avoiding_reference<convolution_forward::primitive_desc>(forward(prop_kind::forward_training), src,
@@ -203,14 +259,15 @@ ConvPrimitives *make_conv(const std::string &, const void *arg) {
   p->bwd_data_pd = avoiding_reference<convolution_backward_data::primitive_desc>(
       [&](const memory::desc &x, const memory::desc &y) {
         return convolution_backward_data::primitive_desc(cpu(), algorithm::convolution_direct, x, wei, y, c.strides,
-                                                         c.pad_before, c.pad_after, p->fwd_pd);
+                                                         c.pad_before, c.pad_after, p->fwd_pd, caller_scratchpad());
       },
       src, dst, c);
   p->bwd_data = convolution_backward_data(p->bwd_data_pd);
   p->bwd_weights_pd = avoiding_reference<convolution_backward_weights::primitive_desc>(
       [&](const memory::desc &x, const memory::desc &y) {
         return convolution_backward_weights::primitive_desc(cpu(), algorithm::convolution_direct, x, wei, y,
-                                                            c.strides, c.pad_before, c.pad_after, p->fwd_pd);
+                                                            c.strides, c.pad_before, c.pad_after, p->fwd_pd,
+                                                            caller_scratchpad());
       },
       src, dst, c);
   p->bwd_weights = convolution_backward_weights(p->bwd_weights_pd);
@@ -239,7 +296,7 @@ int conv_forward(int nparam, void **params, int64_t **shapes, const char **dtype
   memory src = in_layout(s, pd.src_desc(), c.src, params[0], true, c.src_blocked);
   memory wei = in_layout(s, pd.weights_desc(), c.wei, params[1], true);
   memory dst = in_layout(s, pd.dst_desc(), c.dst, params[3], false, c.dst_blocked);
-  (training ? p->fwd : p->infer).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  execute(s, training ? p->fwd : p->infer, pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   to_user(s, dst, c.dst, params[3], c.dst_blocked);
   s.wait();
   return 0;
@@ -255,15 +312,133 @@ int conv_backward(int nparam, void **params, int64_t **shapes, const char **dtyp
     memory dy = in_layout(s, p->bwd_data_pd.diff_dst_desc(), c.dst, params[2], true, c.dst_blocked);
     memory wei = in_layout(s, p->bwd_data_pd.weights_desc(), c.wei, params[1], true);
     memory dx = in_layout(s, p->bwd_data_pd.diff_src_desc(), c.src, params[4], false, c.src_blocked);
-    p->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dx}});
+    execute(s, p->bwd_data, p->bwd_data_pd, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dx}});
     to_user(s, dx, c.src, params[4], c.src_blocked);
   } else {
     memory x = in_layout(s, p->bwd_weights_pd.src_desc(), c.src, params[0], true, c.src_blocked);
     memory dy = in_layout(s, p->bwd_weights_pd.diff_dst_desc(), c.dst, params[2], true, c.dst_blocked);
     memory dw = in_layout(s, p->bwd_weights_pd.diff_weights_desc(), c.wei, params[4], false);
-    p->bwd_weights.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
+    execute(s, p->bwd_weights, p->bwd_weights_pd, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
     to_user(s, dw, c.wei, params[4]);
   }
+  s.wait();
+  return 0;
+}
+
+// ---------------------------------------------------------------- fused inference convolution
+// activation(BatchNorm(conv(x))) at inference as one primitive: BatchNorm's per-channel scale
+// gamma / sqrt(var + eps) is applied in the reorder of the weights that every call does anyway,
+// its shift beta - mean * scale is the convolution's bias, and the activation is a post-op. At
+// batch 1 this removes the BatchNorm and activation operators (and their passes over memory)
+// that otherwise follow every convolution.
+enum Activation { kNoActivation = 0, kRelu = 1, kClip = 2 };
+
+struct FusedSettings {
+  bool batch_norm;
+  int activation;
+  float alpha, beta, epsilon;  // relu: negative slope alpha; clip: [alpha, beta]
+};
+
+FusedSettings fused_settings(bool batch_norm, const float *k) {
+  return FusedSettings{batch_norm, static_cast<int>(k[0]), k[1], k[2], k[3]};
+}
+
+int32_t float_bits(float value) {
+  int32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+struct FusedPrimitives {
+  convolution_forward::primitive_desc pd;
+  convolution_forward conv;
+  reorder::primitive_desc scale_weights_pd;
+  reorder scale_weights;  // plain weights -> the primitive's layout, times the BatchNorm scale
+};
+
+struct FusedKey {
+  const ConvGeometry *c;
+  FusedSettings f;
+};
+
+// Weights as MindSpore holds them: OIHW, or (groups, O/groups, I, H, W) for grouped layers.
+memory::desc user_weights(const ConvGeometry &c) { return plain(c.wei); }
+
+FusedPrimitives *make_fused(const std::string &, const void *arg) {
+  const FusedKey &k = *static_cast<const FusedKey *>(arg);
+  const ConvGeometry &c = *k.c;
+  post_ops ops;
+  if (k.f.activation == kRelu) ops.append_eltwise(algorithm::eltwise_relu, k.f.alpha, 0.0f);
+  if (k.f.activation == kClip) ops.append_eltwise(algorithm::eltwise_clip, k.f.alpha, k.f.beta);
+  primitive_attr attr = caller_scratchpad();
+  attr.set_post_ops(ops);
+  auto activation = [](const memory::dims &dims, bool blocked) {
+    return blocked ? user_desc(dims, true) : memory::desc(dims, dt::f32, tag::any);
+  };
+  auto wei = memory::desc(c.wei, dt::f32, tag::any);
+  auto bias = memory::desc({c.dst[1]}, dt::f32, tag::a);
+  auto *p = new FusedPrimitives();
+  p->pd = avoiding_reference<convolution_forward::primitive_desc>(
+      [&](const memory::desc &x, const memory::desc &y) {
+        if (k.f.batch_norm)
+          return convolution_forward::primitive_desc(cpu(), prop_kind::forward_inference,
+                                                     algorithm::convolution_direct, x, wei, bias, y, c.strides,
+                                                     c.pad_before, c.pad_after, attr);
+        return convolution_forward::primitive_desc(cpu(), prop_kind::forward_inference, algorithm::convolution_direct,
+                                                   x, wei, y, c.strides, c.pad_before, c.pad_after, attr);
+      },
+      activation(c.src, c.src_blocked), activation(c.dst, c.dst_blocked), c);
+  p->conv = convolution_forward(p->pd);
+  if (k.f.batch_norm) {
+    primitive_attr scaled = caller_scratchpad();
+    scaled.set_scales_mask(DNNL_ARG_SRC, c.wei.size() == 5 ? 0b11 : 0b1);  // per output channel
+    p->scale_weights_pd = reorder::primitive_desc(cpu(), user_weights(c), cpu(), p->pd.weights_desc(), scaled);
+    p->scale_weights = reorder(p->scale_weights_pd);
+  }
+  return p;
+}
+
+std::mutex fused_mutex;
+std::unordered_map<std::string, FusedPrimitives *> fused_cache;
+
+// x, w, [gamma, beta, mean, variance,] geometry, settings -> y. `settings` is float32
+// [activation (0 none, 1 relu, 2 clip), alpha, beta, epsilon]; the geometry is the convolution's.
+int fused_inference(int nparam, void **params, int64_t **shapes, const char **dtypes) {
+  const bool batch_norm = nparam == 9;
+  if ((nparam != 9 && nparam != 5) || !is_f32(dtypes[0]) || !is_f32(dtypes[1]) || !is_f32(dtypes[nparam - 2]))
+    return fail("ZooConvFusedInference: expects float32 x, w, [gamma, beta, mean, variance,] geometry, settings");
+  ConvGeometry c = conv_geometry(shapes[0], shapes[1], static_cast<const int64_t *>(params[nparam - 3]));
+  FusedKey key{&c, fused_settings(batch_norm, static_cast<const float *>(params[nparam - 2]))};
+  FusedPrimitives *p = cached(fused_cache, fused_mutex,
+                              c.key + join({batch_norm, key.f.activation, float_bits(key.f.alpha),
+                                            float_bits(key.f.beta)}),
+                              make_fused, &key);
+  stream s(cpu());
+  memory src = in_layout(s, p->pd.src_desc(), c.src, params[0], true, c.src_blocked);
+  memory dst = in_layout(s, p->pd.dst_desc(), c.dst, params[nparam - 1], false, c.dst_blocked);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}};
+  if (batch_norm) {
+    const int64_t channels = c.dst[1];
+    const float *gamma = static_cast<const float *>(params[2]), *beta = static_cast<const float *>(params[3]);
+    const float *mean = static_cast<const float *>(params[4]), *variance = static_cast<const float *>(params[5]);
+    memory scale(memory::desc({channels}, dt::f32, tag::a), cpu()), shift(memory::desc({channels}, dt::f32, tag::a), cpu());
+    float *scale_data = static_cast<float *>(scale.get_data_handle());
+    float *shift_data = static_cast<float *>(shift.get_data_handle());
+    for (int64_t i = 0; i < channels; ++i) {
+      scale_data[i] = gamma[i] / std::sqrt(variance[i] + key.f.epsilon);
+      shift_data[i] = beta[i] - mean[i] * scale_data[i];
+    }
+    memory user(user_weights(c), cpu(), params[1]);
+    memory wei(p->pd.weights_desc(), cpu());
+    execute(s, p->scale_weights, p->scale_weights_pd, {{DNNL_ARG_SRC, user}, {DNNL_ARG_DST, wei},
+                                 {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scale}});
+    args.insert({DNNL_ARG_WEIGHTS, wei});
+    args.insert({DNNL_ARG_BIAS, shift});
+  } else {
+    args.insert({DNNL_ARG_WEIGHTS, in_layout(s, p->pd.weights_desc(), c.wei, params[1], true)});
+  }
+  execute(s, p->conv, p->pd, args);
+  to_user(s, dst, c.dst, params[nparam - 1], c.dst_blocked);
   s.wait();
   return 0;
 }
@@ -308,13 +483,15 @@ PoolPrimitives *make_pool(const std::string &, const void *arg) {
   // The tensors' own layouts: oneDNN's JIT pooling reads NCHW directly, so no reorders are needed.
   auto src = user_desc(g.src, g.blocked), dst = user_desc(g.dst, g.blocked);
   p->fwd_pd = pooling_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::pooling_max, src, dst,
-                                              g.strides, g.kernel, g.dilation, g.pad_before, g.pad_after);
+                                              g.strides, g.kernel, g.dilation, g.pad_before, g.pad_after,
+                                              caller_scratchpad());
   p->fwd = pooling_forward(p->fwd_pd);
   p->infer_pd = pooling_forward::primitive_desc(cpu(), prop_kind::forward_inference, algorithm::pooling_max, src,
-                                                dst, g.strides, g.kernel, g.dilation, g.pad_before, g.pad_after);
+                                                dst, g.strides, g.kernel, g.dilation, g.pad_before, g.pad_after,
+                                                caller_scratchpad());
   p->infer = pooling_forward(p->infer_pd);
   p->bwd_pd = pooling_backward::primitive_desc(cpu(), algorithm::pooling_max, src, dst, g.strides, g.kernel,
-                                               g.dilation, g.pad_before, g.pad_after, p->fwd_pd);
+                                               g.dilation, g.pad_before, g.pad_after, p->fwd_pd, caller_scratchpad());
   p->bwd = pooling_backward(p->bwd_pd);
   return p;
 }
@@ -366,13 +543,15 @@ BnPrimitives *make_bn(const std::string &, const void *arg) {
   auto md = user_desc(b.src, b.blocked);
   auto flags = normalization_flags::use_scale | normalization_flags::use_shift;
   auto *p = new BnPrimitives();
-  p->fwd_pd = batch_normalization_forward::primitive_desc(cpu(), prop_kind::forward_training, md, md, b.epsilon, flags);
+  p->fwd_pd = batch_normalization_forward::primitive_desc(cpu(), prop_kind::forward_training, md, md, b.epsilon, flags,
+                                                          caller_scratchpad());
   p->fwd = batch_normalization_forward(p->fwd_pd);
   p->infer_pd = batch_normalization_forward::primitive_desc(cpu(), prop_kind::forward_inference, md, md, b.epsilon,
-                                                            flags | normalization_flags::use_global_stats);
+                                                            flags | normalization_flags::use_global_stats,
+                                                            caller_scratchpad());
   p->infer = batch_normalization_forward(p->infer_pd);
   p->bwd_pd = batch_normalization_backward::primitive_desc(cpu(), prop_kind::backward, md, md, md, b.epsilon, flags,
-                                                           p->fwd_pd);
+                                                           p->fwd_pd, caller_scratchpad());
   p->bwd = batch_normalization_backward(p->bwd_pd);
   return p;
 }
@@ -388,7 +567,8 @@ memory per_channel(const memory::dims &channels, void *data) {
 
 // ---------------------------------------------------------------- LeakyReLU
 eltwise_forward::primitive_desc leaky_forward_pd(const memory::desc &md, float alpha) {
-  return eltwise_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::eltwise_relu, md, md, alpha);
+  return eltwise_forward::primitive_desc(cpu(), prop_kind::forward_training, algorithm::eltwise_relu, md, md, alpha,
+                                         0.0f, caller_scratchpad());
 }
 
 // Runs an entry point's body; a oneDNN error becomes a failure MindSpore reports, never an
@@ -427,6 +607,14 @@ int ZooConv2D(int nparam, void **params, int *, int64_t **shapes, const char **d
 int ZooConv2DInference(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
   return guarded("ZooConv2DInference", [&] {
     return conv_forward(nparam, params, shapes, dtypes, false);
+  });
+}
+
+// x, w, [gamma, beta, mean, variance,] geometry, settings -> activation(BatchNorm(conv(x)))
+// (inference with the moving statistics; see fused_inference).
+int ZooConvFusedInference(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
+  return guarded("ZooConvFusedInference", [&] {
+    return fused_inference(nparam, params, shapes, dtypes);
   });
 }
 
@@ -518,7 +706,7 @@ int ZooMaxPool(int nparam, void **params, int *ndims, int64_t **shapes, const ch
     stream s(cpu());
     memory src(p->fwd_pd.src_desc(), cpu(), params[0]), dst(p->fwd_pd.dst_desc(), cpu(), params[2]);
     memory ws(p->fwd_pd.workspace_desc(), cpu(), params[3]);
-    p->fwd.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_WORKSPACE, ws}});
+    execute(s, p->fwd, p->fwd_pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_WORKSPACE, ws}});
     s.wait();
     return 0;
   });
@@ -532,7 +720,7 @@ int ZooMaxPoolInference(int nparam, void **params, int *, int64_t **shapes, cons
     PoolPrimitives *p = pool_primitives(g);
     stream s(cpu());
     memory src(p->infer_pd.src_desc(), cpu(), params[0]), dst(p->infer_pd.dst_desc(), cpu(), params[2]);
-    p->infer.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+    execute(s, p->infer, p->infer_pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
     s.wait();
     return 0;
   });
@@ -547,7 +735,7 @@ int ZooMaxPoolGrad(int nparam, void **params, int *, int64_t **shapes, const cha
     stream s(cpu());
     memory dy(p->bwd_pd.diff_dst_desc(), cpu(), params[1]), dx(p->bwd_pd.diff_src_desc(), cpu(), params[4]);
     memory ws(p->fwd_pd.workspace_desc(), cpu(), params[2]);
-    p->bwd.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}, {DNNL_ARG_WORKSPACE, ws}});
+    execute(s, p->bwd, p->bwd_pd, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}, {DNNL_ARG_WORKSPACE, ws}});
     s.wait();
     return 0;
   });
@@ -562,7 +750,7 @@ int ZooLeakyReLU(int nparam, void **params, int *ndims, int64_t **shapes, const 
     auto pd = leaky_forward_pd(md, alpha);
     stream s(cpu());
     memory src(md, cpu(), params[0]), dst(md, cpu(), params[2]);
-    eltwise_forward(pd).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+    execute(s, eltwise_forward(pd), pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
     s.wait();
     return 0;
   });
@@ -575,10 +763,11 @@ int ZooLeakyReLUGrad(int nparam, void **params, int *ndims, int64_t **shapes, co
     float alpha = *static_cast<const float *>(params[2]);
     memory::desc md({element_count(ndims[0], shapes[0])}, dt::f32, tag::a);
     auto fwd_pd = leaky_forward_pd(md, alpha);
-    auto pd = eltwise_backward::primitive_desc(cpu(), algorithm::eltwise_relu, md, md, md, alpha, fwd_pd);
+    auto pd = eltwise_backward::primitive_desc(cpu(), algorithm::eltwise_relu, md, md, md, alpha, 0.0f, fwd_pd,
+                                               caller_scratchpad());
     stream s(cpu());
     memory src(md, cpu(), params[0]), dy(md, cpu(), params[1]), dx(md, cpu(), params[3]);
-    eltwise_backward(pd).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}});
+    execute(s, eltwise_backward(pd), pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, dx}});
     s.wait();
     return 0;
   });
@@ -592,7 +781,7 @@ int ZooBatchNorm(int nparam, void **params, int *, int64_t **shapes, const char 
     BnPrimitives *p = bn_primitives(b);
     stream s(cpu());
     memory x(p->fwd_pd.src_desc(), cpu(), params[0]), y(p->fwd_pd.dst_desc(), cpu(), params[4]);
-    p->fwd.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}, {DNNL_ARG_SCALE, per_channel(b.channels, params[1])},
+    execute(s, p->fwd, p->fwd_pd, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}, {DNNL_ARG_SCALE, per_channel(b.channels, params[1])},
                        {DNNL_ARG_SHIFT, per_channel(b.channels, params[2])}, {DNNL_ARG_MEAN, per_channel(b.channels, params[5])},
                        {DNNL_ARG_VARIANCE, per_channel(b.channels, params[6])}});
     s.wait();
@@ -608,7 +797,7 @@ int ZooBatchNormInference(int nparam, void **params, int *, int64_t **shapes, co
     BnPrimitives *p = bn_primitives(b);
     stream s(cpu());
     memory x(p->infer_pd.src_desc(), cpu(), params[0]), y(p->infer_pd.dst_desc(), cpu(), params[6]);
-    p->infer.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}, {DNNL_ARG_SCALE, per_channel(b.channels, params[1])},
+    execute(s, p->infer, p->infer_pd, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}, {DNNL_ARG_SCALE, per_channel(b.channels, params[1])},
                          {DNNL_ARG_SHIFT, per_channel(b.channels, params[2])},
                          {DNNL_ARG_MEAN, per_channel(b.channels, params[3])},
                          {DNNL_ARG_VARIANCE, per_channel(b.channels, params[4])}});
@@ -626,7 +815,7 @@ int ZooBatchNormGrad(int nparam, void **params, int *, int64_t **shapes, const c
     stream s(cpu());
     memory x(p->bwd_pd.src_desc(), cpu(), params[0]), dy(p->bwd_pd.diff_dst_desc(), cpu(), params[1]);
     memory dx(p->bwd_pd.diff_src_desc(), cpu(), params[6]);
-    p->bwd.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_SCALE, per_channel(b.channels, params[2])},
+    execute(s, p->bwd, p->bwd_pd, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_SCALE, per_channel(b.channels, params[2])},
                        {DNNL_ARG_MEAN, per_channel(b.channels, params[3])},
                        {DNNL_ARG_VARIANCE, per_channel(b.channels, params[4])}, {DNNL_ARG_DIFF_SRC, dx},
                        {DNNL_ARG_DIFF_SCALE, per_channel(b.channels, params[7])},
@@ -703,6 +892,10 @@ const char *ZooImplementations() {
     text += "conv " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + " / " +
             kv.second->infer_pd.impl_info_str() + " / " + kv.second->bwd_data_pd.impl_info_str() + " / " +
             kv.second->bwd_weights_pd.impl_info_str() + "\n";
+  {
+    std::lock_guard<std::mutex> fused_lock(fused_mutex);
+    for (auto &kv : fused_cache) text += "fused conv " + kv.first + " " + kv.second->pd.impl_info_str() + "\n";
+  }
   for (auto &kv : pool_cache) text += "maxpool " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + "\n";
   for (auto &kv : bn_cache)
     text += "batchnorm " + kv.first + " " + kv.second->fwd_pd.impl_info_str() + " / " +
