@@ -186,11 +186,12 @@ class ConvBNAct(nn.Cell):
 
     def construct(self, x):
         if self.use_fused and not self.training and self.conv.zoo_kernel and x.dtype == mstype.float32:
-            if self.use_bn:
+            if not self.use_bn:
+                return self.fused_op(x, self.conv.weight, self.conv.geometry, self.fused_settings)
+            if self.bn.use_batch_statistics is None:  # else BatchNorm uses the batch's statistics
                 return self.fused_op(x, self.conv.weight, self.bn.gamma, self.bn.beta,
                                      self.bn.moving_mean, self.bn.moving_variance,
                                      self.conv.geometry, self.fused_settings)
-            return self.fused_op(x, self.conv.weight, self.conv.geometry, self.fused_settings)
         x = self.conv(x)
         if self.use_bn:
             x = self.bn(x)

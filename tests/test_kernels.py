@@ -297,10 +297,10 @@ def _call_kernel(name, inputs, output_shape):
 
 
 def test_a_primitive_is_only_run_with_the_thread_count_it_was_made_for(zoo_kernels):
-    """oneDNN sizes a primitive's per-thread scratchpad when it creates it; running it with more
-    threads wrote past that buffer (PyTorch shares this OpenMP runtime, torch.set_num_threads(1)
-    changed the count on one thread, and a later test crashed in the kernels' cache). A thread
-    with another count gets its own primitive, with the same result."""
+    """oneDNN plans a primitive's work split and per-thread buffers for the OpenMP thread count
+    at its creation, and that count is per calling thread (PyTorch shares this OpenMP runtime:
+    torch.set_num_threads(1) changes it on its thread only). A thread with another count gets
+    its own primitive, with the same result."""
     handle = ctypes.CDLL(kernels.load())
     rng = np.random.RandomState(5)
     x, w = rng.randn(2, 8, 13, 13).astype(np.float32), rng.randn(16, 8, 3, 3).astype(np.float32)
@@ -325,9 +325,10 @@ CROSS_THREAD = """
 import numpy as np
 import src  # noqa: F401
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import Tensor
 from src.config import load_config
 from src.engine import build_network
+from tests.test_kernels import SquaredSum
 
 ms.set_device("CPU")
 cfg = load_config("config/mobilenetv1_imagenet.yaml", [("image_size", [64, 64]), ("num_classes", 10)])
@@ -336,19 +337,8 @@ x = Tensor(np.random.RandomState(0).randn(2, 3, 64, 64).astype(np.float32))
 ms.set_context(mode=ms.PYNATIVE_MODE)
 net.set_train(True)
 net(x)  # the primitives are made on PyNative's launch thread
-
-
-class Loss(nn.Cell):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def construct(self, x):
-        return (self.net(x) ** 2).sum()
-
-
 ms.set_context(mode=ms.GRAPH_MODE)  # ... and run on graph mode's actor thread
-loss = Loss(net)
+loss = SquaredSum(net)
 loss.set_train(True)
 value, grads = ms.value_and_grad(loss, None, net.trainable_params())(x)
 assert np.isfinite(value.asnumpy()) and all(np.isfinite(g.asnumpy()).all() for g in grads)
@@ -559,12 +549,20 @@ def test_fused_inference_leaves_batch_statistics_and_biases_to_the_separate_laye
 
     assert not ConvBNAct(8, 8, 3, has_bias=True).use_fused
     assert not ConvBNAct(8, 8, 3, batch_norm=False, has_bias=True, activation="none").use_fused
-    with_batch_statistics = ConvBNAct(8, 8, 3)
-    assert with_batch_statistics.use_fused
-    assert cells.fused_inference(with_batch_statistics.conv, cells.BatchNorm2d(
-        8, use_batch_statistics=True), "relu") is None
     with kernels.layers_use_kernels(False):
         assert not ConvBNAct(8, 8, 3).use_fused
+        standard = ConvBNAct(8, 8, 3)
+    zoo = ConvBNAct(8, 8, 3)
+    assert zoo.use_fused
+    for a, b in zip(standard.get_parameters(), zoo.get_parameters()):
+        b.set_data(a.data.copy())
+    x = Tensor(np.random.RandomState(4).randn(2, 8, 6, 6).astype(np.float32) * 3 + 2)
+    for layer in (standard, zoo):
+        layer.bn.use_batch_statistics = True  # set after the layer was built
+        layer.set_train(False)
+    want = standard(x).asnumpy()
+    # With the moving statistics (mean 0, variance 1) the outputs would differ from these.
+    np.testing.assert_allclose(zoo(x).asnumpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_a_sequence_passes_the_blocked_layout_between_its_layers_and_ends_plain(zoo_kernels):

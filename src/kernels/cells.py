@@ -128,14 +128,13 @@ _FUSED_ACTIVATIONS = {"none": (0, 0.0, 0.0), "relu": (1, 0.0, 0.0), "relu6": (2,
 def fused_inference(conv, batch_norm, activation: str, leaky_alpha: float = 0.0):
     """``(op, settings)`` computing ``activation(batch_norm(conv(x)))`` at inference as one
     kernel, called as ``op(x, conv.weight, [gamma, beta, moving_mean, moving_variance,]
-    conv.geometry, settings)``; None where it does not apply (no kernels, a bias, batch
-    statistics at inference, another activation).
+    conv.geometry, settings)``; None where it does not apply (no kernels, a bias, another
+    activation). The caller keeps the separate layers where BatchNorm's ``use_batch_statistics``
+    is set (batch statistics at inference).
 
     BatchNorm's moving statistics are folded into the convolution's weights and bias on every
     call, and the activation is a post-op. Training and exports keep the separate layers."""
     if not getattr(conv, "zoo_kernel", False) or conv.has_bias:
-        return None
-    if batch_norm is not None and batch_norm.use_batch_statistics is not None:
         return None
     if activation == "leaky_relu":
         kind = (1, float(leaky_alpha), 0.0)

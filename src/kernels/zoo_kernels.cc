@@ -75,10 +75,10 @@ std::string join(std::initializer_list<int64_t> values) {
   return s;
 }
 
-// The primitives for `key`, created on first use. oneDNN sizes a primitive's scratchpad (per-thread
-// buffers, e.g. the weight-gradient reductions) for the OpenMP thread count at its creation, and
-// executing it with more threads writes past that buffer. The count is per calling thread: PyTorch
-// shares this libgomp and torch.set_num_threads(1) changes it on the Python thread only, while
+// The primitives for `key`, created on first use. oneDNN plans a primitive's work split and its
+// per-thread buffers (e.g. the weight-gradient reductions) for the OpenMP thread count at its
+// creation, and it expects to run with that count. The count is per calling thread: PyTorch shares
+// this libgomp, and torch.set_num_threads(1) changes it on the Python thread only, while
 // MindSpore's graph threads keep the default. So the count is part of the key.
 template <typename T>
 T *cached(std::unordered_map<std::string, T *> &cache, std::mutex &mutex, const std::string &key,
