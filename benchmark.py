@@ -468,6 +468,7 @@ def environment() -> dict:
     return {"mindspore": ms.__version__, "cpu": cpu, "cores": os.cpu_count(),
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+            "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", ""),
             "python": platform.python_version()}
 
 

@@ -87,36 +87,53 @@ def test_cpu_kernels_option_picks_the_zoo_step():
 
 
 def test_child_processes_can_get_the_users_own_cpu_environment(monkeypatch):
-    """What cpu_env.apply() sets for MindSpore (ISA cap, OpenMP passive wait) is undone for the
-    PyTorch peer, and the child's own apply() leaves it so; ours is restored afterwards."""
+    """What cpu_env.apply() sets for MindSpore and the kernels (ISA cap, OpenMP spin count) is
+    undone for the PyTorch peer, the user's own OMP_WAIT_POLICY is kept, and the child's own
+    apply() leaves it so; ours is restored afterwards."""
     monkeypatch.setitem(cpu_env.USER_VALUES, cpu_env.ISA_VARIABLE, None)
     monkeypatch.setitem(cpu_env.USER_VALUES, cpu_env.OMP_WAIT_VARIABLE, "ACTIVE")
+    monkeypatch.setitem(cpu_env.USER_VALUES, cpu_env.SPIN_VARIABLE, None)
     monkeypatch.setenv(cpu_env.ISA_VARIABLE, "AVX2")
-    monkeypatch.setenv(cpu_env.OMP_WAIT_VARIABLE, "PASSIVE")
+    monkeypatch.setenv(cpu_env.OMP_WAIT_VARIABLE, "ACTIVE")
+    monkeypatch.setenv(cpu_env.SPIN_VARIABLE, cpu_env.KERNEL_SPIN_COUNT)
     with cpu_env.user_environment():
         env = dict(os.environ)
-    assert cpu_env.ISA_VARIABLE not in env and env[cpu_env.OMP_WAIT_VARIABLE] == "ACTIVE"
-    code = "import os, src; print(os.environ.get('ONEDNN_MAX_CPU_ISA'), os.environ['OMP_WAIT_POLICY'])"
+    assert cpu_env.ISA_VARIABLE not in env and cpu_env.SPIN_VARIABLE not in env
+    assert env[cpu_env.OMP_WAIT_VARIABLE] == "ACTIVE"
+    code = ("import os, src; print(os.environ.get('ONEDNN_MAX_CPU_ISA'), "
+            "os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, text=True,
                          capture_output=True, timeout=120).stdout.split()
-    assert out == ["None", "ACTIVE"]
+    assert out == ["None", "ACTIVE", "None"]
     assert os.environ[cpu_env.ISA_VARIABLE] == "AVX2"
-    assert os.environ[cpu_env.OMP_WAIT_VARIABLE] == "PASSIVE"
+    assert os.environ[cpu_env.SPIN_VARIABLE] == cpu_env.KERNEL_SPIN_COUNT
+
+
+def test_the_zoo_leaves_the_openmp_spin_to_a_user_who_chose_a_wait_policy():
+    """GOMP_SPINCOUNT overrides OMP_WAIT_POLICY in libgomp, so the zoo sets it only when the
+    user set neither."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in (cpu_env.OMP_WAIT_VARIABLE, cpu_env.SPIN_VARIABLE, cpu_env.SET_BY_ZOO_VARIABLE)}
+    code = "import os, src; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    seen = [subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=dict(base, **extra),
+                           text=True, capture_output=True, timeout=120).stdout.split()
+            for extra in ({}, {"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "5"})]
+    assert seen == [["None", cpu_env.KERNEL_SPIN_COUNT], ["PASSIVE", "None"], ["None", "5"]]
 
 
 def test_a_zoo_child_process_knows_the_inherited_settings_are_the_zoos():
     """A zoo process started by a zoo process (profile child, test subprocess) sees the ISA cap
     in its environment but still knows it is not the user's: its kernels lift it."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in (cpu_env.ISA_VARIABLE, cpu_env.OMP_WAIT_VARIABLE, cpu_env.SET_BY_ZOO_VARIABLE)}
+    names = (cpu_env.ISA_VARIABLE, cpu_env.OMP_WAIT_VARIABLE, cpu_env.SPIN_VARIABLE)
+    env = {k: v for k, v in os.environ.items() if k not in (*names, cpu_env.SET_BY_ZOO_VARIABLE)}
     code = ("import os, subprocess, sys, src; from src import cpu_env; "
-            "print(cpu_env.USER_VALUES, os.environ.get('OMP_WAIT_POLICY')); sys.stdout.flush(); "
+            "print(cpu_env.USER_VALUES, os.environ.get('GOMP_SPINCOUNT')); sys.stdout.flush(); "
             "subprocess.run([sys.executable, '-c', 'import src; from src import cpu_env; "
             "print(cpu_env.USER_VALUES)'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, text=True,
                          capture_output=True, timeout=120).stdout.splitlines()
-    unset = str({cpu_env.ISA_VARIABLE: None, cpu_env.OMP_WAIT_VARIABLE: None})
-    assert out == [unset + " PASSIVE", unset]
+    unset = str(dict.fromkeys(names))
+    assert out == [f"{unset} {cpu_env.KERNEL_SPIN_COUNT}", unset]
 
 
 # --- the PyTorch peers (benchmark.py --peer=pytorch) ---------------------------------------

@@ -4,8 +4,10 @@ import ctypes
 import glob
 import os
 import shutil
+import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -322,10 +324,12 @@ def test_a_primitive_is_only_run_with_the_thread_count_it_was_made_for(zoo_kerne
 
 
 CROSS_THREAD = """
+import ctypes, sys
 import numpy as np
 import src  # noqa: F401
 import mindspore as ms
 from mindspore import Tensor
+from src import kernels
 from src.config import load_config
 from src.engine import build_network
 from tests.test_kernels import SquaredSum
@@ -333,6 +337,7 @@ from tests.test_kernels import SquaredSum
 ms.set_device("CPU")
 cfg = load_config("config/mobilenetv1_imagenet.yaml", [("image_size", [64, 64]), ("num_classes", 10)])
 net = build_network(cfg)
+ctypes.CDLL(kernels.load()).ZooUseKernelThread(int(sys.argv[1]))
 x = Tensor(np.random.RandomState(0).randn(2, 3, 64, 64).astype(np.float32))
 ms.set_context(mode=ms.PYNATIVE_MODE)
 net.set_train(True)
@@ -346,20 +351,126 @@ print("ran on both threads")
 """
 
 
-def test_a_primitive_made_on_one_thread_runs_on_another(tmp_path):
+@pytest.mark.parametrize("kernel_thread", [0, 1], ids=["callers' threads", "kernel thread"])
+def test_a_primitive_made_on_one_thread_runs_on_another(kernel_thread, tmp_path):
     """MindSpore calls the kernels from different threads (PyNative's launch thread, graph
     mode's actor threads), which share the cached primitives. With oneDNN's own scratchpad, a
     primitive made on one thread and run on another wrote past that thread's buffer: MobileNetV1
     in PyNative then graph mode crashed with a segmentation fault (in the test suite, a test
-    after the PyTorch peer's). Run in a child process, so that a regression fails this test
-    instead of killing the run."""
+    after the PyTorch peer's). The kernels now run on a thread of their own; with that switched
+    off (ZooUseKernelThread(0)) the primitives still run on every caller's thread. Run in a child
+    process, so that a regression fails this test instead of killing the run."""
     _kernels_or_skip()
     script = tmp_path / "cross_thread.py"  # a file: graph mode reads the Cell's source
     script.write_text(CROSS_THREAD)
-    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    proc = subprocess.run([sys.executable, str(script), str(kernel_thread)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=REPO))
     assert proc.returncode == 0 and "ran on both threads" in proc.stdout, (proc.returncode,
                                                                             proc.stderr[-2000:])
+
+
+def test_every_call_runs_on_the_kernels_own_thread_whichever_thread_makes_it(zoo_kernels):
+    """One thread starts every OpenMP parallel region, so libgomp keeps one pool of workers
+    (see KernelThread in zoo_kernels.cc); switched off, a call runs on its caller's thread."""
+    handle = ctypes.CDLL(kernels.load())
+    seen = {}
+
+    def call(name):
+        seen[name] = (threading.get_native_id(), handle.ZooWhereKernelsRun())
+
+    call("main")
+    other = threading.Thread(target=call, args=("other",))
+    other.start()
+    other.join()
+    (main, ran_for_main), (other_id, ran_for_other) = seen["main"], seen["other"]
+    assert ran_for_main == ran_for_other and ran_for_main not in (main, other_id)
+    with open(f"/proc/self/task/{ran_for_main}/comm", encoding="utf-8") as f:
+        assert f.read().strip() == "zoo_kernels"
+    previous = handle.ZooUseKernelThread(0)
+    try:
+        assert handle.ZooWhereKernelsRun() == threading.get_native_id()
+    finally:
+        handle.ZooUseKernelThread(previous)
+
+
+def test_every_entry_point_goes_through_the_kernel_thread():
+    """Each MindSpore entry point (AOT signature) runs its body through guarded() (or product(),
+    which does): one that did not would start a second OpenMP pool from MindSpore's thread."""
+    with open(build.SOURCE, encoding="utf-8") as f:
+        source = f.read()
+    bodies = re.findall(r"^int (Zoo\w+)\(int nparam, void \*\*params[^{]*\{\n(.*?)^\}$", source,
+                        re.M | re.S)
+    assert len(bodies) >= 20
+    first_returns = {name: re.search(r"\breturn (\w+)", body) for name, body in bodies}
+    unrouted = [name for name, found in first_returns.items()
+                if not found or found.group(1) not in ("guarded", "product")]
+    assert unrouted == []
+
+
+SPIN = """
+import os, threading
+import numpy as np
+import src  # noqa: F401
+import mindspore as ms
+from mindspore import Tensor
+from src.config import load_config
+from src import kernels
+from src.engine import build_network
+from src.layers import ConvBNAct
+
+ms.set_device("CPU")
+ms.set_context(mode=ms.GRAPH_MODE)
+cfg = load_config("config/mobilenetv1_imagenet.yaml", [("image_size", [64, 64]), ("num_classes", 10)])
+net = build_network(cfg)
+net.set_train(False)
+x = Tensor(np.random.RandomState(0).randn(1, 3, 64, 64).astype(np.float32))
+for _ in range(3):  # the first run calls the kernels from an actor thread, later ones from this one
+    net(x).asnumpy()
+
+
+def sleeps():
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            name = f.read().strip()
+        with open(f"/proc/self/task/{tid}/status") as f:
+            status = f.read()
+        found[tid] = (name, int(status.split("\\nvoluntary_ctxt_switches:")[1].split()[0]))
+    return found
+
+
+before, runs = sleeps(), 20
+for _ in range(runs):
+    net(x).asnumpy()
+after = sleeps()
+kernel_thread = str(__import__("ctypes").CDLL(kernels.load()).ZooWhereKernelsRun())
+workers = [after[t][1] - before[t][1] for t in after
+           if t in before and after[t][0] == "zoo_kernels" and t != kernel_thread]
+layers = sum(1 for _, cell in net.cells_and_names() if isinstance(cell, ConvBNAct))
+print("workers", len(workers), "sleeps per run", max(workers) / runs if workers else -1, "layers", layers)
+"""
+
+
+def test_the_kernels_openmp_worker_stays_awake_between_the_layers_of_a_network(tmp_path):
+    """With one OpenMP pool and the zoo's GOMP_SPINCOUNT, the worker spins from one parallel
+    region to the next instead of sleeping after each: before, it slept (and had to be woken)
+    about once per region, 40 times per batch-1 YOLOv3-Tiny inference, which after an idle pause
+    made inference up to 1.8x slower. Run in a child process with the zoo's own OpenMP settings."""
+    _kernels_or_skip()
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: the kernels run without OpenMP workers")
+    script = tmp_path / "spin.py"
+    script.write_text(SPIN)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "ZOO_CPU_ENV_SET")}
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(env, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    words = proc.stdout.split()
+    workers, per_run, layers = int(words[1]), float(words[5]), int(words[7])
+    assert workers >= 1 and layers >= 20
+    assert per_run < layers / 4, proc.stdout
 
 
 def test_best_iou_is_bit_equal_to_the_yolo_loss_arithmetic(zoo_kernels):

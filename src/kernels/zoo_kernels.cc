@@ -24,14 +24,22 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
 
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <new>
+#include <functional>
 #include <mutex>
+#include <new>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 using namespace dnnl;
@@ -77,9 +85,8 @@ std::string join(std::initializer_list<int64_t> values) {
 
 // The primitives for `key`, created on first use. oneDNN plans a primitive's work split and its
 // per-thread buffers (e.g. the weight-gradient reductions) for the OpenMP thread count at its
-// creation, and it expects to run with that count. The count is per calling thread: PyTorch shares
-// this libgomp, and torch.set_num_threads(1) changes it on the Python thread only, while
-// MindSpore's graph threads keep the default. So the count is part of the key.
+// creation, and it expects to run with that count; ZooSetThreads can change the count, so it is
+// part of the key.
 template <typename T>
 T *cached(std::unordered_map<std::string, T *> &cache, std::mutex &mutex, const std::string &key,
           T *(*create)(const std::string &, const void *), const void *arg) {
@@ -571,25 +578,108 @@ eltwise_forward::primitive_desc leaky_forward_pd(const memory::desc &md, float a
                                          0.0f, caller_scratchpad());
 }
 
-// Runs an entry point's body; a oneDNN error becomes a failure MindSpore reports, never an
-// exception crossing the C interface.
+// ---------------------------------------------------------------- the kernel thread
+// Every entry point runs on one thread of this library, whichever MindSpore thread calls it.
+// libgomp gives each thread that starts a parallel region its own pool of OpenMP workers, and as
+// soon as the pools hold more threads than there are CPUs it stops spinning: a worker then sleeps
+// after every parallel region and each region begins by waking it. MindSpore calls the kernels
+// from an actor thread in training and in a graph's first run, and from the Python thread after
+// that, so two pools on a 2-core machine were the usual case; after an idle pause a wake-up takes
+// long enough that the second core joined each region late (batch-1 YOLOv3-Tiny 25 ms back to
+// back, 41 ms after 0.1 s idle). One calling thread keeps one pool, whose worker spins between
+// the regions of a network as OMP_WAIT_POLICY / GOMP_SPINCOUNT allow (src/cpu_env.py).
+const char kKernelThreadName[] = "zoo_kernels";
+
+class KernelThread {
+ public:
+  // Runs `job` on the kernel thread and returns its result; the caller waits.
+  int run(const std::function<int()> &job) {
+    if (std::this_thread::get_id() == id_) return job();  // already there
+    std::lock_guard<std::mutex> one_caller(callers_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    job_ = &job;
+    done_ = false;
+    ready_.notify_one();
+    finished_.wait(lock, [this] { return done_; });
+    return result_;
+  }
+
+  // The one instance of this process (a forked child gets its own thread).
+  static KernelThread &instance() {
+    static std::mutex creating;
+    static KernelThread *current = nullptr;
+    static pid_t owner = 0;
+    std::lock_guard<std::mutex> lock(creating);
+    if (current == nullptr || owner != getpid()) {
+      current = new KernelThread();  // never deleted: the thread outlives static destruction
+      owner = getpid();
+    }
+    return *current;
+  }
+
+ private:
+  KernelThread() {
+    std::thread worker([this] { loop(); });
+    id_ = worker.get_id();
+    worker.detach();
+  }
+
+  void loop() {
+    pthread_setname_np(pthread_self(), kKernelThreadName);  // its OpenMP workers inherit the name
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      ready_.wait(lock, [this] { return job_ != nullptr; });
+      const std::function<int()> *job = job_;
+      job_ = nullptr;
+      lock.unlock();
+      int result;
+      try {
+        result = (*job)();
+      } catch (...) {
+        result = fail("unexpected exception in a zoo kernel");
+      }
+      lock.lock();
+      result_ = result;
+      done_ = true;
+      finished_.notify_one();
+    }
+  }
+
+  std::mutex callers_;  // one job at a time
+  std::mutex mutex_;
+  std::condition_variable ready_, finished_;
+  const std::function<int()> *job_ = nullptr;
+  bool done_ = false;
+  int result_ = 0;
+  std::thread::id id_;
+};
+
+std::atomic<bool> use_kernel_thread{true};
+
+// Runs an entry point's body on the kernel thread; a oneDNN error becomes a failure MindSpore
+// reports, never an exception crossing the C interface.
 template <typename Body>
 int guarded(const char *name, Body body) {
-  try {
-    return body();
-  } catch (const std::exception &e) {
-    return fail(std::string(name) + ": " + e.what());
-  }
+  std::function<int()> job = [&]() -> int {
+    try {
+      return body();
+    } catch (const std::exception &e) {
+      return fail(std::string(name) + ": " + e.what());
+    }
+  };
+  return use_kernel_thread ? KernelThread::instance().run(job) : job();
 }
 
 // params[2] (m x n) = op(params[0]) . op(params[1]), both float32; 0, or a failure named `name`.
 int product(const char *name, int nparam, void **params, const char **dtypes, char trans_a, char trans_b,
             int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb) {
-  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail(std::string(name) + ": bad arguments");
-  if (dnnl_sgemm(trans_a, trans_b, m, n, k, 1.0f, static_cast<const float *>(params[0]), lda,
-                 static_cast<const float *>(params[1]), ldb, 0.0f, static_cast<float *>(params[2]), n) != dnnl_success)
-    return fail(std::string(name) + ": sgemm failed");
-  return 0;
+  return guarded(name, [&] {
+    if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail(std::string(name) + ": bad arguments");
+    if (dnnl_sgemm(trans_a, trans_b, m, n, k, 1.0f, static_cast<const float *>(params[0]), lda,
+                   static_cast<const float *>(params[1]), ldb, 0.0f, static_cast<float *>(params[2]), n) != dnnl_success)
+      return fail(std::string(name) + ": sgemm failed");
+    return 0;
+  });
 }
 
 }  // namespace
@@ -637,41 +727,47 @@ int ZooConv2DBackpropFilter(int nparam, void **params, int *, int64_t **shapes, 
 // with none of the reorders to and from the blocked layout the convolution primitive needs.
 // x, w -> y.
 int ZooPointwiseConv(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConv: bad arguments");
-  const int64_t n = shapes[0][0], c = shapes[0][1], hw = shapes[0][2] * shapes[0][3], k = shapes[1][0];
-  const float *x = static_cast<const float *>(params[0]), *w = static_cast<const float *>(params[1]);
-  float *y = static_cast<float *>(params[2]);
-  for (int64_t i = 0; i < n; ++i)
-    if (dnnl_sgemm('N', 'N', k, hw, c, 1.0f, w, c, x + i * c * hw, hw, 0.0f, y + i * k * hw, hw) != dnnl_success)
-      return fail("ZooPointwiseConv: sgemm failed");
-  return 0;
+  return guarded("ZooPointwiseConv", [&] {
+    if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConv: bad arguments");
+    const int64_t n = shapes[0][0], c = shapes[0][1], hw = shapes[0][2] * shapes[0][3], k = shapes[1][0];
+    const float *x = static_cast<const float *>(params[0]), *w = static_cast<const float *>(params[1]);
+    float *y = static_cast<float *>(params[2]);
+    for (int64_t i = 0; i < n; ++i)
+      if (dnnl_sgemm('N', 'N', k, hw, c, 1.0f, w, c, x + i * c * hw, hw, 0.0f, y + i * k * hw, hw) != dnnl_success)
+        return fail("ZooPointwiseConv: sgemm failed");
+    return 0;
+  });
 }
 
 // w, dy -> dx: dx_n (C x HW) = w^T (C x K) . dy_n (K x HW).
 int ZooPointwiseConvBackpropInput(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *,
                                   void *) {
-  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConvBackpropInput: bad arguments");
-  const int64_t k = shapes[0][0], c = shapes[0][1], n = shapes[1][0], hw = shapes[1][2] * shapes[1][3];
-  const float *w = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
-  float *dx = static_cast<float *>(params[2]);
-  for (int64_t i = 0; i < n; ++i)
-    if (dnnl_sgemm('T', 'N', c, hw, k, 1.0f, w, c, dy + i * k * hw, hw, 0.0f, dx + i * c * hw, hw) != dnnl_success)
-      return fail("ZooPointwiseConvBackpropInput: sgemm failed");
-  return 0;
+  return guarded("ZooPointwiseConvBackpropInput", [&] {
+    if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConvBackpropInput: bad arguments");
+    const int64_t k = shapes[0][0], c = shapes[0][1], n = shapes[1][0], hw = shapes[1][2] * shapes[1][3];
+    const float *w = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
+    float *dx = static_cast<float *>(params[2]);
+    for (int64_t i = 0; i < n; ++i)
+      if (dnnl_sgemm('T', 'N', c, hw, k, 1.0f, w, c, dy + i * k * hw, hw, 0.0f, dx + i * c * hw, hw) != dnnl_success)
+        return fail("ZooPointwiseConvBackpropInput: sgemm failed");
+    return 0;
+  });
 }
 
 // x, dy -> dw (K x C x 1 x 1) = sum over images of dy_n (K x HW) . x_n^T (HW x C), in image order.
 int ZooPointwiseConvBackpropFilter(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *,
                                    void *) {
-  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConvBackpropFilter: bad arguments");
-  const int64_t n = shapes[0][0], c = shapes[0][1], hw = shapes[0][2] * shapes[0][3], k = shapes[1][1];
-  const float *x = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
-  float *dw = static_cast<float *>(params[2]);
-  for (int64_t i = 0; i < n; ++i)
-    if (dnnl_sgemm('N', 'T', k, c, hw, 1.0f, dy + i * k * hw, hw, x + i * c * hw, hw, i ? 1.0f : 0.0f, dw, c) !=
-        dnnl_success)
-      return fail("ZooPointwiseConvBackpropFilter: sgemm failed");
-  return 0;
+  return guarded("ZooPointwiseConvBackpropFilter", [&] {
+    if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooPointwiseConvBackpropFilter: bad arguments");
+    const int64_t n = shapes[0][0], c = shapes[0][1], hw = shapes[0][2] * shapes[0][3], k = shapes[1][1];
+    const float *x = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
+    float *dw = static_cast<float *>(params[2]);
+    for (int64_t i = 0; i < n; ++i)
+      if (dnnl_sgemm('N', 'T', k, c, hw, 1.0f, dy + i * k * hw, hw, x + i * c * hw, hw, i ? 1.0f : 0.0f, dw, c) !=
+          dnnl_success)
+        return fail("ZooPointwiseConvBackpropFilter: sgemm failed");
+    return 0;
+  });
 }
 
 // Dense layers (nn.Dense: y = x . w^T, w of shape out x in) as row-major sgemm on the full ISA;
@@ -830,38 +926,51 @@ int ZooBatchNormGrad(int nparam, void **params, int *, int64_t **shapes, const c
 // operation, is that of the MindSpore version in src/yolov3_tiny/loss.py (built without
 // fused multiply-add), so the results are bit-equal.
 int ZooBestIoU(int nparam, void **params, int *, int64_t **shapes, const char **dtypes, void *, void *) {
-  if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooBestIoU: bad arguments");
-  const float *boxes = static_cast<const float *>(params[0]), *truth = static_cast<const float *>(params[1]);
-  float *best = static_cast<float *>(params[2]);
-  const int64_t images = shapes[0][0], count = shapes[0][1], slots = shapes[1][1];
-  const float epsilon = 1e-6f;
+  return guarded("ZooBestIoU", [&] {
+    if (nparam != 3 || !is_f32(dtypes[0]) || !is_f32(dtypes[1])) return fail("ZooBestIoU: bad arguments");
+    const float *boxes = static_cast<const float *>(params[0]), *truth = static_cast<const float *>(params[1]);
+    float *best = static_cast<float *>(params[2]);
+    const int64_t images = shapes[0][0], count = shapes[0][1], slots = shapes[1][1];
+    const float epsilon = 1e-6f;
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < images * count; ++i) {
-    const float *b = boxes + 4 * i;
-    const float *g = truth + 4 * slots * (i / count);
-    const float bw_half = b[2] / 2.0f, bh_half = b[3] / 2.0f;
-    const float bx1 = b[0] - bw_half, bx2 = b[0] + bw_half, by1 = b[1] - bh_half, by2 = b[1] + bh_half;
-    const float b_area = b[2] * b[3];
-    float result = 0.0f;
-    for (int64_t j = 0; j < slots; ++j, g += 4) {
-      const float gw_half = g[2] / 2.0f, gh_half = g[3] / 2.0f;
-      const float w = std::max(std::min(bx2, g[0] + gw_half) - std::max(bx1, g[0] - gw_half), 0.0f);
-      const float h = std::max(std::min(by2, g[1] + gh_half) - std::max(by1, g[1] - gh_half), 0.0f);
-      const float intersection = w * h;
-      const float union_area = b_area + g[2] * g[3] - intersection;
-      const float iou = intersection / (union_area + epsilon);
-      if (j == 0 || iou > result) result = iou;
+    for (int64_t i = 0; i < images * count; ++i) {
+      const float *b = boxes + 4 * i;
+      const float *g = truth + 4 * slots * (i / count);
+      const float bw_half = b[2] / 2.0f, bh_half = b[3] / 2.0f;
+      const float bx1 = b[0] - bw_half, bx2 = b[0] + bw_half, by1 = b[1] - bh_half, by2 = b[1] + bh_half;
+      const float b_area = b[2] * b[3];
+      float result = 0.0f;
+      for (int64_t j = 0; j < slots; ++j, g += 4) {
+        const float gw_half = g[2] / 2.0f, gh_half = g[3] / 2.0f;
+        const float w = std::max(std::min(bx2, g[0] + gw_half) - std::max(bx1, g[0] - gw_half), 0.0f);
+        const float h = std::max(std::min(by2, g[1] + gh_half) - std::max(by1, g[1] - gh_half), 0.0f);
+        const float intersection = w * h;
+        const float union_area = b_area + g[2] * g[3] - intersection;
+        const float iou = intersection / (union_area + epsilon);
+        if (j == 0 || iou > result) result = iou;
+      }
+      best[i] = result;
     }
-    best[i] = result;
-  }
-  return 0;
+    return 0;
+  });
 }
 
-// Threads of this oneDNN copy (OpenMP); returns the count in effect.
+// Threads of this oneDNN copy (OpenMP, on the kernel thread); returns the count in effect.
 int ZooSetThreads(int threads) {
-  if (threads > 0) omp_set_num_threads(threads);
-  return omp_get_max_threads();
+  return guarded("ZooSetThreads", [&] {
+    if (threads > 0) omp_set_num_threads(threads);
+    return omp_get_max_threads();
+  });
 }
+
+// The thread id (gettid) that an entry point called now runs on.
+int ZooWhereKernelsRun() {
+  return guarded("ZooWhereKernelsRun", [] { return static_cast<int>(syscall(SYS_gettid)); });
+}
+
+// 1: entry points run on the kernel thread (the default); 0: on the calling thread. Returns the
+// previous setting. For measuring what the kernel thread is worth and for tests.
+int ZooUseKernelThread(int use) { return use_kernel_thread.exchange(use != 0) ? 1 : 0; }
 
 // Channels per block of the activation layout the convolutions use here (0: not blocked).
 int ZooActivationBlock() {
