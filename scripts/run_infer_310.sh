@@ -216,6 +216,18 @@ if [[ $backend != python ]]; then
     fi
 fi
 
+# 2b. OpenCV below 4.7 cannot read ReLU6 as the export writes it (opset-11 Clip, which
+# onnxruntime fuses): run a copy in the run folder with it rebuilt from Relu/Sub (exact).
+if [[ $backend == cpu ]]; then
+    opencv_copy="$run/$(basename "$stem").opencv.onnx"
+    run_stage opencv_model "$run/opencv_model.log" "$ZOO_PYTHON" -m src.deploy.onnx_compat \
+        "$app_model" "$opencv_copy"
+    if [[ -f $opencv_copy ]]; then
+        app_model=$opencv_copy
+        zoo_say "OpenCV runs $app_model"
+    fi
+fi
+
 # 3. inference: result_Files/<stem>_<i>.bin and time_Result/ in the run folder.
 if [[ $backend == python ]]; then
     infer_cmd=("$ZOO_PYTHON" "$ZOO_ROOT/infer.py" "${spec_args[@]}" "--data_path=$inputs" "--output_path=$run")

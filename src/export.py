@@ -119,11 +119,12 @@ def export_network(net, file_base: str, file_format: str, batch_size: int,
         if not os.path.isfile(written):
             raise ExportError(f"MindSpore reported no error but wrote no {file_format} file")
         if file_format == "ONNX":
-            # So that OpenCV DNN (the C++ CPU app) loads it too; verified below like the rest.
+            # Exact rewrites: fused LeakyReLU for onnxruntime, patterns OpenCV DNN (the C++
+            # CPU app) rejects; verified below like the rest.
             from src.deploy.onnx_compat import normalize_onnx_file  # pylint: disable=C0415
             changed = normalize_onnx_file(written)
             if changed:
-                log(f"ONNX rewritten for OpenCV DNN compatibility ({changed} node(s), "
+                log(f"ONNX graph rewritten for onnxruntime and OpenCV DNN ({changed} node(s), "
                     f"see src/deploy/onnx_compat.py)")
         if verify and file_format in ("MINDIR", "ONNX"):
             expected = _as_list(net(ms.Tensor(batch)))

@@ -175,6 +175,12 @@ def test_export_round_trip_matches_the_network(model, file_format, small_cifar, 
     path = export_network(net, str(tmp_path / model), file_format, 2, cfg.image_size,
                           log=lambda _: None)
     assert path.endswith(".mindir" if file_format == "MINDIR" else ".onnx")
+    if file_format == "ONNX":
+        import onnx
+        # Every activation is one node onnxruntime fuses into its convolution (LeakyRelu,
+        # Clip, Relu), not MindSpore's Max(Mul(x, a), x).
+        ops = {n.op_type for n in onnx.load(path).graph.node}
+        assert ops & {"LeakyRelu", "Clip", "Relu"} and not ops & {"Max", "Mul"}, ops
     batch = sample_input(2, cfg.image_size, seed=11)  # not the batch used during export
     net.set_train(False)
     expected = net(ms.Tensor(batch)).asnumpy()

@@ -247,10 +247,11 @@ def test_python_runner_inputs_equal_the_eval_dataset(demo_data):
 # --------------------------------------------------------------------------- ONNX rewrite
 
 def test_onnx_rewrite_keeps_outputs_and_removes_what_opencv_rejects(tmp_path):
+    """Both rewrites compute what the export did; only the OpenCV copy rebuilds Clip."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
-    from src.deploy.onnx_compat import normalize_onnx_file
+    from src.deploy.onnx_compat import normalize_onnx_file, write_opencv_copy
 
     def const(name, value):
         return numpy_helper.from_array(np.asarray(value, np.float32), name)
@@ -275,22 +276,98 @@ def test_onnx_rewrite_keeps_outputs_and_removes_what_opencv_rejects(tmp_path):
     onnx.save(model, path)
     x = (np.random.default_rng(0).standard_normal((1, 2, 3, 3)) * 5).astype(np.float32)
 
-    def run():
+    def run(path=path):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         return session.run(None, {"x": x})
 
     before = run()
-    assert normalize_onnx_file(path) == 6 + len(outputs)  # + the outputs renamed output_<i>
+    # The export's rewrite leaves the two Clips (onnxruntime fuses them into a convolution).
+    assert normalize_onnx_file(path) == 4 + len(outputs)  # + the outputs renamed output_<i>
     after = run()
     for want, got in zip(before, after):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(after[0], np.clip(x, 0, 6))  # ReLU6 stays bit-exact
     rewritten = onnx.load(path)
-    assert not [n for n in rewritten.graph.node if n.op_type in ("Clip", "Min", "Max")]
+    assert [n.op_type for n in rewritten.graph.node if n.op_type in ("Clip", "Min", "Max")] == ["Clip"] * 2
     resize = next(n for n in rewritten.graph.node if n.op_type == "Resize")
     assert helper.get_attribute_value(resize.attribute[0]) == b"nearest"
     assert [o.name for o in rewritten.graph.output] == [f"output_{i}" for i in range(len(outputs))]
     assert normalize_onnx_file(path) == 0  # idempotent
+
+    # The copy for OpenCV < 4.7 rebuilds them too; the export is left as it is.
+    exported = open(path, "rb").read()
+    copy = write_opencv_copy(path, str(tmp_path / "run" / "m.opencv.onnx"))
+    assert copy == str(tmp_path / "run" / "m.opencv.onnx") and open(path, "rb").read() == exported
+    for want, got in zip(before, run(copy)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(run(copy)[0], np.clip(x, 0, 6))  # ReLU6 stays bit-exact
+    assert not [n for n in onnx.load(copy).graph.node if n.op_type in ("Clip", "Min", "Max")]
+    assert write_opencv_copy(copy, str(tmp_path / "again.onnx")) == copy  # nothing left to do
+    assert not (tmp_path / "again.onnx").exists()
+
+
+def test_the_opencv_copy_command_names_the_file_to_run_and_keeps_the_spec(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from src.deploy.onnx_compat import main
+
+    def save(path, nodes):  # outputs named as the export names them
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+            [helper.make_tensor_value_info("output_0", TensorProto.FLOAT, [1, 2])],
+            [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(path))
+
+    relu6, relu = tmp_path / "relu6.onnx", tmp_path / "relu.onnx"
+    save(relu6, [helper.make_node("Clip", ["x", "lo", "hi"], ["output_0"])])
+    save(relu, [helper.make_node("Relu", ["x"], ["output_0"])])
+    (tmp_path / "relu6.onnx.json").write_text('{"image_size": [4, 4]}')
+    for model, wanted in ((relu6, tmp_path / "out" / "c.onnx"), (relu, relu)):
+        proc = subprocess.run([sys.executable, "-m", "src.deploy.onnx_compat", str(model),
+                               str(tmp_path / "out" / "c.onnx")], capture_output=True, text=True,
+                              cwd=REPO, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == str(wanted)
+    assert (tmp_path / "out" / "c.onnx.json").read_text() == '{"image_size": [4, 4]}'
+    assert main([str(tmp_path / "missing.onnx"), str(tmp_path / "c.onnx")]) == 2
+
+
+def test_leaky_relu_becomes_one_node_bit_for_bit(tmp_path):
+    """MindSpore writes LeakyReLU as Max(Mul(x, a), x); the export makes it LeakyRelu(x, a),
+    which onnxruntime fuses into the convolution before it. Only that exact pattern is folded."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from src.deploy.onnx_compat import normalize_onnx_file
+
+    nodes = [helper.make_node("Mul", ["x", "a"], ["ax"]), helper.make_node("Max", ["ax", "x"], ["leaky"]),
+             helper.make_node("Mul", ["b", "x"], ["bx"]), helper.make_node("Max", ["x", "bx"], ["leaky2"]),
+             # not LeakyReLU: a slope of 1.5, and a product that is also used elsewhere
+             helper.make_node("Mul", ["x", "steep"], ["sx"]), helper.make_node("Max", ["sx", "x"], ["steep_max"]),
+             helper.make_node("Mul", ["x", "a"], ["shared"]), helper.make_node("Max", ["shared", "x"], ["kept"]),
+             helper.make_node("Relu", ["shared"], ["also"])]
+    outputs = ["leaky", "leaky2", "steep_max", "kept", "also"]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5, 5])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [2, 3, 5, 5]) for o in outputs],
+        [numpy_helper.from_array(np.float32(v), n) for n, v in (("a", 0.1), ("b", 0.2), ("steep", 1.5))])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
+    x = (np.random.default_rng(2).standard_normal((2, 3, 5, 5)) * 3).astype(np.float32)
+    x[0, 0, 0, :3] = [0.0, -0.0, 1e-40]  # zeros and a denormal
+
+    def run():
+        return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    before = run()
+    assert normalize_onnx_file(path) == 2 + len(outputs)
+    after = run()
+    for want, got in zip(before, after):
+        np.testing.assert_array_equal(got, want)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops.count("LeakyRelu") == 2 and ops.count("Max") == 2 and ops.count("Mul") == 2
+    alphas = sorted(helper.get_attribute_value(n.attribute[0]) for n in onnx.load(path).graph.node
+                    if n.op_type == "LeakyRelu")
+    np.testing.assert_allclose(alphas, [0.1, 0.2], rtol=1e-7)
 
 
 def test_onnx_rewrite_materializes_5d_broadcast_constants(tmp_path):

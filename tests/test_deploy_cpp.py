@@ -352,8 +352,18 @@ def test_script_stops_at_the_failing_stage_and_names_its_log(fake_export, demo_d
                       f"--output_dir={tmp_path / 'runs'}", "--run_name=r", cwd=tmp_path, env=env)
     run = tmp_path / "runs" / "r"
     assert proc.returncode == 1
-    assert f"stage 'infer' failed (exit status 1); full log: {run / 'infer.log'}" in proc.stderr
-    assert "cannot import" in proc.stderr  # the tail of the log is shown
-    assert "[preprocess]" in proc.stdout and "[build]" in proc.stdout and "[postprocess]" not in proc.stdout
+    # The first stage to read the ONNX file is the one that writes OpenCV's copy of it.
+    log = run / "opencv_model.log"
+    assert f"stage 'opencv_model' failed (exit status 1); full log: {log}" in proc.stderr
+    assert f"cannot rewrite {str(fake_export.with_suffix('.onnx'))!r} for OpenCV" in proc.stderr  # the log's tail
+    assert "[preprocess]" in proc.stdout and "[build]" in proc.stdout
+    assert "[infer]" not in proc.stdout and "[postprocess]" not in proc.stdout
     assert label.is_file()  # preprocess made the missing label file
     assert not (run / "acc.log").exists()
+
+    # The app itself, given that file, says what it could not import and what to run instead.
+    proc = run_app(app_build_dir / "main", "--backend=cpu", f"--model_path={fake_export.with_suffix('.onnx')}",
+                   f"--dataset_path={demo_data['imagenet'] / 'val'}", "--image_height=32", "--image_width=32",
+                   f"--output_dir={tmp_path / 'app'}")
+    assert proc.returncode != 0
+    assert "cannot import" in proc.stderr and "python -m src.deploy.onnx_compat" in proc.stderr

@@ -1,8 +1,10 @@
 // CPU backend: OpenCV's DNN module running the ONNX export.
 //
-// export.py rewrites the few MindSpore ONNX patterns that OpenCV's importer
-// rejects (src/deploy/onnx_compat.py); tests check that the outputs match
-// onnxruntime.
+// export.py rewrites the MindSpore ONNX patterns that OpenCV's importer rejects
+// (src/deploy/onnx_compat.py), except ReLU6's opset-11 Clip, which onnxruntime
+// fuses and OpenCV < 4.7 cannot read: run_infer_310.sh --backend=cpu runs a copy
+// with it rebuilt (python -m src.deploy.onnx_compat). Tests check that the
+// outputs match onnxruntime.
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -54,7 +56,9 @@ class OpenCvBackend : public Backend {
       net_ = cv::dnn::readNetFromONNX(model_path);
     } catch (const cv::Exception &e) {
       throw std::runtime_error("OpenCV " CV_VERSION " cannot import '" + model_path + "': " + e.what() +
-                               " (was it written by export.py, which makes ONNX files OpenCV-compatible?)");
+                               " (export it with export.py; for OpenCV below 4.7 run the copy that "
+                               "python -m src.deploy.onnx_compat MODEL.onnx COPY.onnx writes, or use "
+                               "run_infer_310.sh --backend=cpu, which does that itself)");
     }
     if (net_.empty()) throw std::runtime_error("OpenCV read no network from '" + model_path + "'");
     net_.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
