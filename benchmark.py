@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import src  # noqa: F401  (CPU performance setup before MindSpore loads)
 from src.cli import REPO_ROOT
@@ -54,6 +55,10 @@ DEMO_ROOT = os.path.join(REPO_ROOT, "demo_data")
 # (another runtime, or the peer process) loses a core for that long. With it, every call starts
 # on idle cores.
 SETTLE_SECONDS = 0.1
+# Batch-1 calls take 5-200 ms, and on a shared 2-core VM single calls of the same path vary 2-3x
+# (Tiny-DarkNet on onnxruntime: 5.6-17 ms); a median of 3 flipped a ratio between runs by 1.5x.
+# So batch 1 gets at least this many timed calls per path (except with --quick).
+BATCH1_MIN_REPEATS = 21
 
 
 def interleaved_median_seconds(fns, repeats: int, warmup: int = 1,
@@ -279,8 +284,11 @@ def format_profile(profile) -> str:
 
 
 def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str, rival=None,
-                    peer=None, log=print, cpu_kernels: str = "auto"):
+                    peer=None, log=print, cpu_kernels: str = "auto",
+                    batch1_repeats: Optional[int] = None):
     """All measurements for one model; returns a JSON-ready dict.
+
+    ``batch1_repeats``: timed calls per path at batch 1 (default ``repeats``).
 
     ``cpu_kernels``: the config key for the zoo's network (src/kernels); the result's
     ``cpu_kernels`` says which were used (``zoo`` or ``mindspore``).
@@ -354,7 +362,9 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
         if peer_runner and n == 1:
             peer_runner.set_image(x)
             timed["pytorch"] = peer_runner.infer
-        seconds = dict(zip(timed, interleaved_median_seconds(list(timed.values()), repeats)))
+        calls = (batch1_repeats or repeats) if n == 1 else repeats
+        seconds = dict(zip(timed, interleaved_median_seconds(list(timed.values()), calls)))
+        result[f"infer_b{n}_repeats"] = calls
         for path_name in ("ckpt", "mindir", "onnx"):
             result[f"infer_{path_name}_b{n}_img_per_s"] = n / seconds[path_name]
         if "pytorch" in seconds:
@@ -511,7 +521,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image_size", type=int, default=None, help="override the input size")
     parser.add_argument("--batch_size", type=int, default=None, help="override the batch")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats (default 5, quick 2)")
+                        help="timed repeats (default 5, quick 2; batch-1 inference at least "
+                             f"{BATCH1_MIN_REPEATS} unless --quick)")
     parser.add_argument("--json", default="", help="also write the results as JSON here")
     parser.add_argument("--mindcv", action="store_true",
                         help="also time MindCV 0.3.0's mobilenet_v1_100 / vgg16 training step")
@@ -563,8 +574,10 @@ def main(argv=None) -> int:
             if args.mindcv:
                 recipe_cfg = load_config(os.path.join(REPO_ROOT, "config", recipe["config"]))
                 rival = mindcv_train_step(recipe_cfg, name)
-            results.append(benchmark_model(name, size, batch, repeats, workdir, rival=rival,
-                                           peer=peer, cpu_kernels=args.cpu_kernels))
+            results.append(benchmark_model(
+                name, size, batch, repeats, workdir, rival=rival, peer=peer,
+                cpu_kernels=args.cpu_kernels,
+                batch1_repeats=repeats if args.quick else max(repeats, BATCH1_MIN_REPEATS)))
     report = {"environment": environment(), "results": results}
     print(format_table(results))
     print(json.dumps(report["environment"]))
