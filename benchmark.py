@@ -9,7 +9,8 @@
 For each model it reports, after warm-up and as the median of timed repeats:
   * train img/s: a full train step (forward, backward, optimizer), compile time apart;
   * infer img/s of the checkpoint network, the exported MINDIR (MindSpore) and the
-    exported ONNX (onnxruntime) at batch 1 and at the benchmark batch;
+    exported ONNX (on onnxruntime, and on OpenCV DNN: infer.py --onnx_runtime=opencv)
+    at batch 1 and at the benchmark batch;
   * data img/s of the real training pipeline (decode + augment + batch) on the demo data;
   * GFLOP/s achieved, next to the model's forward GFLOPs per image (a train step
     costs about 3x the forward).
@@ -59,6 +60,9 @@ SETTLE_SECONDS = 0.1
 # (Tiny-DarkNet on onnxruntime: 5.6-17 ms); a median of 3 flipped a ratio between runs by 1.5x.
 # So batch 1 gets at least this many timed calls per path (except with --quick).
 BATCH1_MIN_REPEATS = 21
+# Inference paths timed, in table order: the checkpoint network, the MINDIR export on MindSpore,
+# the ONNX export on onnxruntime and the same ONNX file on OpenCV DNN.
+INFERENCE_PATHS = ("ckpt", "mindir", "onnx", "opencv")
 
 
 def interleaved_median_seconds(fns, repeats: int, warmup: int = 1,
@@ -359,17 +363,19 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
             path = export_network(deploy, os.path.join(workdir, f"{name}_b{n}"), fmt, n,
                                   (size, size), verify=False, log=lambda _: None)
             timed[fmt.lower()] = lambda runner=ExportedModel(path): runner(x)
+        # The same ONNX file on OpenCV DNN (infer.py --onnx_runtime=opencv).
+        timed["opencv"] = lambda runner=ExportedModel(path, onnx_runtime="opencv"): runner(x)
         if peer_runner and n == 1:
             peer_runner.set_image(x)
             timed["pytorch"] = peer_runner.infer
         calls = (batch1_repeats or repeats) if n == 1 else repeats
         seconds = dict(zip(timed, interleaved_median_seconds(list(timed.values()), calls)))
         result[f"infer_b{n}_repeats"] = calls
-        for path_name in ("ckpt", "mindir", "onnx"):
+        for path_name in INFERENCE_PATHS:
             result[f"infer_{path_name}_b{n}_img_per_s"] = n / seconds[path_name]
         if "pytorch" in seconds:
             result["pytorch_infer_b1_img_per_s"] = 1 / seconds["pytorch"]
-            for path_name in ("ckpt", "onnx"):
+            for path_name in ("ckpt", "onnx", "opencv"):
                 result[f"infer_{path_name}_b1_over_pytorch"] = (seconds["pytorch"]
                                                                 / seconds[path_name])
     if peer_runner:
@@ -445,23 +451,26 @@ COLUMNS = [("model", "model", "{}"), ("size", "image_size", "{}"), ("batch", "ba
            ("data img/s", "data_img_per_s", "{:.1f}"), ("data/train", "data_over_train", "{:.1f}x"),
            ("ckpt b1", "infer_ckpt_b1_img_per_s", "{:.1f}"), ("mindir b1", "infer_mindir_b1_img_per_s", "{:.1f}"),
            ("onnx b1", "infer_onnx_b1_img_per_s", "{:.1f}"),
+           ("opencv b1", "infer_opencv_b1_img_per_s", "{:.1f}"),
            ("MindCV train img/s", "mindcv_train_img_per_s", "{:.1f}"),
            ("ours/MindCV", "train_over_mindcv", "{:.2f}x"),
            ("PyTorch train img/s", "pytorch_train_img_per_s", "{:.1f}"),
            ("ours/PyTorch", "train_over_pytorch", "{:.2f}x"),
            ("PyTorch b1", "pytorch_infer_b1_img_per_s", "{:.1f}"),
            ("ckpt b1/PyTorch", "infer_ckpt_b1_over_pytorch", "{:.2f}x"),
-           ("onnx b1/PyTorch", "infer_onnx_b1_over_pytorch", "{:.2f}x")]
+           ("onnx b1/PyTorch", "infer_onnx_b1_over_pytorch", "{:.2f}x"),
+           ("opencv b1/PyTorch", "infer_opencv_b1_over_pytorch", "{:.2f}x")]
 
 
 def format_table(results) -> str:
     """A Markdown table of the main numbers (img/s unless noted)."""
-    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " | ckpt bN | mindir bN | onnx bN |",
-             "|" + "---|" * (len(COLUMNS) + 3)]
+    lines = ["| " + " | ".join([title for title, _, _ in COLUMNS]
+                               + [f"{path_name} bN" for path_name in INFERENCE_PATHS]) + " |",
+             "|" + "---|" * (len(COLUMNS) + len(INFERENCE_PATHS))]
     for r in results:
         cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for _, key, fmt in COLUMNS]
         n = r["batch"]
-        cells += [f"{r.get(f'infer_{k}_b{n}_img_per_s', float('nan')):.1f}" for k in ("ckpt", "mindir", "onnx")]
+        cells += [f"{r.get(f'infer_{k}_b{n}_img_per_s', float('nan')):.1f}" for k in INFERENCE_PATHS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

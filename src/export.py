@@ -14,6 +14,7 @@ import numpy as np
 from mindspore import nn
 
 from src import kernels
+from src.deploy.common import ONNX_RUNTIMES
 from src.errors import ExportError
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -48,15 +49,25 @@ def _as_list(outputs) -> List[np.ndarray]:
 
 
 class ExportedModel:
-    """Run an exported MINDIR (MindSpore) or ONNX (onnxruntime) file on numpy input."""
+    """Run an exported MINDIR (MindSpore) or ONNX file on numpy input.
+
+    ONNX files run on onnxruntime, or with ``onnx_runtime="opencv"`` on OpenCV's DNN
+    module. ``num_threads`` (0: the runtime's default) sets onnxruntime's intra-op
+    threads; for OpenCV it sets ``cv2.setNumThreads``, which holds for the whole process.
+    """
 
     def __init__(self, path: str, num_threads: int = 0,
-                 providers: Sequence[str] = ("CPUExecutionProvider",)):
+                 providers: Sequence[str] = ("CPUExecutionProvider",),
+                 onnx_runtime: str = "onnxruntime"):
         if not os.path.isfile(path):
             raise ExportError(f"exported model {path!r} not found")
+        if onnx_runtime not in ONNX_RUNTIMES:
+            raise ExportError(f"unknown ONNX runtime {onnx_runtime!r}; choose one of "
+                              f"{', '.join(ONNX_RUNTIMES)}")
         self.path = path
         self.format = "ONNX" if path.endswith(".onnx") else "MINDIR"
-        if self.format == "ONNX":
+        self.runtime = onnx_runtime if self.format == "ONNX" else "mindspore"
+        if self.runtime == "onnxruntime":
             import onnxruntime as ort  # pylint: disable=import-outside-toplevel
             options = ort.SessionOptions()
             if num_threads:
@@ -66,6 +77,8 @@ class ExportedModel:
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise ExportError(f"onnxruntime cannot load {path!r}: {exc}") from None
             self._input_name = self._session.get_inputs()[0].name
+        elif self.runtime == "opencv":
+            self._opencv, self._output_names = _opencv_network(path, num_threads)
         else:
             try:
                 self._cell = nn.GraphCell(ms.load(path))
@@ -75,9 +88,29 @@ class ExportedModel:
 
     def __call__(self, batch: np.ndarray) -> List[np.ndarray]:
         """Outputs of the exported graph for one input batch, as numpy arrays."""
-        if self.format == "ONNX":
+        if self.runtime == "onnxruntime":
             return list(self._session.run(None, {self._input_name: batch}))
+        if self.runtime == "opencv":
+            self._opencv.setInput(np.ascontiguousarray(batch, dtype=np.float32))
+            # Copies: OpenCV reuses its output buffers on the next call.
+            return [np.array(out) for out in self._opencv.forward(self._output_names)]
         return _as_list(self._cell(ms.Tensor(batch)))
+
+
+def _opencv_network(path: str, num_threads: int):
+    """``(cv2.dnn.Net, output names in the graph's order)`` of the ONNX file at ``path``."""
+    import cv2  # pylint: disable=import-outside-toplevel
+
+    from src.deploy.onnx_compat import outputs_in_graph_order  # pylint: disable=C0415
+    if num_threads:
+        cv2.setNumThreads(num_threads)
+    try:
+        network = cv2.dnn.readNetFromONNX(path)
+    except cv2.error as exc:
+        reason = getattr(exc, "err", "") or str(exc).strip().splitlines()[-1]
+        raise ExportError(f"OpenCV {cv2.__version__} DNN cannot load {path!r}: {reason}; run it "
+                          f"on onnxruntime instead") from None
+    return network, outputs_in_graph_order(network.getUnconnectedOutLayersNames())
 
 
 @contextlib.contextmanager

@@ -73,7 +73,8 @@ def test_quick_benchmark_of_every_model_is_well_formed(tmp_path):
     assert names == ["tinydarknet", "mobilenetv1", "vgg16", "yolov3_tiny"]
     for r in report["results"]:
         for key in ("train_img_per_s", "data_img_per_s", "gflops_per_image", "train_compile_s",
-                    "infer_ckpt_b1_img_per_s", "infer_mindir_b1_img_per_s", "infer_onnx_b1_img_per_s"):
+                    "infer_ckpt_b1_img_per_s", "infer_mindir_b1_img_per_s", "infer_onnx_b1_img_per_s",
+                    "infer_opencv_b1_img_per_s", "infer_opencv_b2_img_per_s"):
             assert isinstance(r[key], float) and r[key] > 0, (r["model"], key, r.get(key))
         assert r["cpu_kernels"] == expected_kernels, r["model"]  # the default, cpu_kernels=auto
         assert r["infer_b1_repeats"] == r["infer_b2_repeats"] == 2  # --quick: no batch-1 floor
@@ -245,7 +246,8 @@ def test_table_has_the_peer_ratio_columns():
     import benchmark
     row = {"model": "vgg16", "image_size": 32, "batch": 2, "train_img_per_s": 4.0,
            "pytorch_train_img_per_s": 5.0, "train_over_pytorch": 0.8,
-           "infer_ckpt_b1_over_pytorch": 1.25, "infer_onnx_b1_over_pytorch": 2.5}
+           "infer_ckpt_b1_over_pytorch": 1.25, "infer_onnx_b1_over_pytorch": 2.5,
+           "infer_opencv_b1_over_pytorch": 1.5, "infer_opencv_b2_img_per_s": 7.0}
     table = benchmark.format_table([row]).splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     cells = [c.strip() for c in table[2].strip("|").split("|")]
@@ -253,7 +255,10 @@ def test_table_has_the_peer_ratio_columns():
     assert dict(zip(header, cells))["PyTorch train img/s"] == "5.0"
     assert dict(zip(header, cells))["ckpt b1/PyTorch"] == "1.25x"
     assert dict(zip(header, cells))["onnx b1/PyTorch"] == "2.50x"
+    assert dict(zip(header, cells))["opencv b1/PyTorch"] == "1.50x"
+    assert dict(zip(header, cells))["opencv bN"] == "7.0"
     assert dict(zip(header, cells))["ours/MindCV"] == "-"
+    assert len(header) == len(cells)
 
 
 def test_pytorch_peer_process_trains_the_zoo_weights_with_the_users_isa(pynative_cpu, monkeypatch):

@@ -5,6 +5,7 @@ The C++ app and the end-to-end agreement with eval.py are in
 test_deploy_cpp.py and test_deploy_e2e.py.
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -440,3 +441,42 @@ def test_runner_prefers_the_onnx_export_for_a_name_without_extension(tmp_path):
     assert resolve_model_file(str(base) + ".mindir") == str(base) + ".mindir"
     with pytest.raises(DeployError, match="no .*other.onnx or .*other.mindir"):
         resolve_model_file(str(tmp_path / "other"))
+
+
+def test_opencv_output_layers_are_put_in_onnx_order():
+    from src.deploy.onnx_compat import outputs_in_graph_order
+    assert outputs_in_graph_order(["output_2", "output_10", "output_0"]) == [
+        "output_0", "output_2", "output_10"]
+    # Names the export did not give: kept as OpenCV listed them.
+    assert outputs_in_graph_order(["logits", "output_0"]) == ["logits", "output_0"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--onnx_runtime=opencv"], r"--onnx_runtime=opencv runs ONNX files, but .*model.mindir"),
+    (["--onnx_runtime=onnxruntime"], r"--onnx_runtime=onnxruntime runs ONNX files"),
+])
+def test_infer_refuses_an_onnx_runtime_for_a_mindir_file_before_any_work(tmp_path, args, message):
+    model = tmp_path / "model.mindir"
+    model.write_bytes(b"")
+    proc = subprocess.run([sys.executable, "infer.py", f"--model_file={model}",
+                           f"--data_path={tmp_path}", f"--output_path={tmp_path / 'out'}", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_opencv_runtime_is_cpu_only_and_reports_a_file_it_cannot_read(tmp_path):
+    from src.deploy.runner import check_onnx_runtime
+    from src.errors import ExportError
+    from src.export import ExportedModel
+    with pytest.raises(DeployError, match="runs on the CPU only, not on GPU"):
+        check_onnx_runtime("m.onnx", "opencv", "GPU")
+    check_onnx_runtime("m.onnx", "opencv", "CPU")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ExportError, match=r"OpenCV .* DNN cannot load .*broken.onnx.*onnxruntime"):
+        ExportedModel(str(broken), onnx_runtime="opencv")
+    with pytest.raises(ExportError, match="unknown ONNX runtime 'tvm'; choose one of onnxruntime, opencv"):
+        ExportedModel(str(broken), onnx_runtime="tvm")

@@ -2,8 +2,9 @@
 export.py (MINDIR + ONNX with their .json specs) -> deploy, then the accuracies
 must agree with eval.py's on the same images:
 
-* the Python deploy path (src/deploy/runner.py) on the ONNX (onnxruntime) and the
-  MINDIR (MindSpore) export, scored by the classification postprocess;
+* the Python deploy path (src/deploy/runner.py) on the ONNX export (onnxruntime, and
+  OpenCV DNN: --onnx_runtime=opencv) and the MINDIR export (MindSpore), scored by the
+  classification postprocess;
 * scripts/run_infer_310.sh --backend=cpu: preprocess.py (label file; CIFAR-10
   .bin inputs), the C++ app with OpenCV DNN, postprocess -> acc.log.
 
@@ -125,16 +126,27 @@ def test_python_runner_agrees_with_eval(deployed):
     spec = load_spec(deployed["mindir"])  # from the .json export wrote
     assert spec["model"] == deployed["model"] and spec["num_classes"] == NUM_CLASSES
     prepared = preprocess(spec, str(deployed["data"]), str(work / "pre"), log=lambda _: None)
-    for kind in ("onnx", "mindir"):
-        out = work / f"python_{kind}"
-        summary = run_inference(deployed[kind], prepared["inputs"], spec, str(out), log=lambda _: None)
+    result_dirs = {}
+    for kind, runtime in (("onnx", None), ("onnx", "opencv"), ("mindir", None)):
+        name = f"{kind}_{runtime}" if runtime else kind
+        out = work / f"python_{name}"
+        summary = run_inference(deployed[kind], prepared["inputs"], spec, str(out),
+                                log=lambda _: None, onnx_runtime=runtime)
         assert summary["count"] == deployed["eval"]["num_samples"]
         timing = (out / "time_Result" / "test_perform_static.txt").read_text()
         assert re.fullmatch(r"NN inference cost average time: [\d.]+ ms of infer_count \d+\n", timing)
         metrics = classification_accuracy(summary["result_dir"], prepared["label_file"],
                                           NUM_CLASSES)
-        assert_agrees(metrics, deployed["eval"], f"{deployed['model']} Python runner ({kind})",
+        assert_agrees(metrics, deployed["eval"], f"{deployed['model']} Python runner ({name})",
                       deployed["model"])
+        result_dirs[name] = Path(summary["result_dir"])
+    # --onnx_runtime=opencv writes onnxruntime's logits, up to rounding (Winograd for VGG16).
+    files = sorted(p.name for p in result_dirs["onnx"].iterdir())
+    assert files == sorted(p.name for p in result_dirs["onnx_opencv"].iterdir())
+    for file in files:
+        want = np.fromfile(result_dirs["onnx"] / file, np.float32)
+        np.testing.assert_allclose(np.fromfile(result_dirs["onnx_opencv"] / file, np.float32), want,
+                                   rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
 def test_cpp_app_agrees_with_eval_and_onnxruntime(deployed, app_build_dir):  # noqa: F811

@@ -57,6 +57,17 @@ def test_export_gives_decoded_maps_of_the_real_input_size(exported_onnx):
         assert (out[..., 0:2] > -0.2).all() and (out[..., 0:2] < 1.2).all()
 
 
+def test_opencv_runtime_gives_onnxruntimes_outputs_in_onnx_order(exported_onnx):
+    """infer.py --onnx_runtime=opencv: the two decoded maps (different sizes) in ONNX order."""
+    batch = np.random.default_rng(3).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    expected = ExportedModel(exported_onnx)(batch)
+    got = ExportedModel(exported_onnx, onnx_runtime="opencv")(batch)
+    assert [o.shape for o in got] == [o.shape for o in expected] == [(1, 2, 3, 3, 85),
+                                                                      (1, 4, 6, 3, 85)]
+    for want, have in zip(expected, got):
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-5)
+
+
 def test_cpp_app_runs_the_export_like_onnxruntime(exported_onnx, demo_data, app_build_dir, tmp_path):
     """The C++ app's OpenCV DNN backend runs the decoded 5-D outputs, in ONNX order."""
     import onnxruntime as ort

@@ -24,6 +24,12 @@ TIME_DIR = "time_Result"
 TIME_FILE = "test_perform_static.txt"
 RESULT_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.bin$")
 
+# What can run an ONNX file (src.export.ExportedModel). onnxruntime is the default and the
+# export check's; OpenCV's DNN module computes 3x3 convolutions with Winograd, which makes
+# VGG16 faster on CPU and the other models slower (README: Benchmarks), and moves the outputs
+# by about 1e-6 relative.
+ONNX_RUNTIMES = ("onnxruntime", "opencv")
+
 
 class DeployError(ZooError):
     """Missing or inconsistent deploy inputs (model, data, result or label files)."""

@@ -40,9 +40,10 @@ order. OpenCV lists a network's outputs by layer name, not in ONNX order, so
 the C++ app orders them by these names (YOLO has two outputs of different size).
 """
 import os
+import re
 import shutil
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -206,6 +207,18 @@ def make_opencv_compatible(model) -> int:
 
 
 OUTPUT_NAME = "output_{}"  # the C++ app (backend_opencv.cc) orders outputs by this pattern
+
+
+def outputs_in_graph_order(names: Sequence[str]) -> List[str]:
+    """OpenCV DNN's output layer names in the ONNX graph's output order.
+
+    The export names output ``i`` ``output_i`` (:func:`make_portable`), and OpenCV names
+    an output layer after its tensor; names of files exported otherwise keep the order given.
+    """
+    matches = [re.fullmatch(OUTPUT_NAME.format(r"(\d+)"), name) for name in names]
+    if not all(matches):
+        return list(names)
+    return [name for _, name in sorted(zip((int(m.group(1)) for m in matches), names))]
 
 
 def _static_shapes(model) -> Dict[str, List[int]]:

@@ -3,8 +3,10 @@
     python infer.py --model_file=outputs/tinydarknet_imagenet.onnx --data_path=/data/imagenet/val
     python infer.py --model_file=m.mindir --data_path=preprocess_Result/images --device_target=GPU
 
-ONNX files run on onnxruntime (the fastest CPU path, and the default choice of
-export for it), MINDIR files on MindSpore (CPU or GPU). Inputs are made with the
+ONNX files run on onnxruntime (the fastest CPU path for three of the four models,
+and the default choice of export for it) or, with ``--onnx_runtime=opencv``, on
+OpenCV's DNN module (Winograd 3x3 convolutions: VGG16's fastest CPU path); MINDIR
+files run on MindSpore (CPU or GPU). Inputs are made with the
 training code's eval transforms (:mod:`src.deploy.inputs`); outputs go to
 ``<output_path>/result_Files/<stem>_<i>.bin`` and the timing summary to
 ``<output_path>/time_Result/test_perform_static.txt``, exactly as the C++ app
@@ -16,19 +18,19 @@ import argparse
 import os
 import sys
 import time
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from src.deploy.common import (NON_FINITE_RESULTS_FIX, DeployError, prepare_output_dirs,
-                               result_path, timing_line, write_timing)
+from src.deploy.common import (NON_FINITE_RESULTS_FIX, ONNX_RUNTIMES, DeployError,
+                               prepare_output_dirs, result_path, timing_line, write_timing)
 from src.deploy.inputs import iter_network_inputs
 from src.deploy.spec import load_spec
 from src.utils.finite import NonFiniteTally
 
 
-# Preferred export when --model_file names an export without its extension:
-# onnxruntime was the fastest CPU path for every model (README, Benchmarks).
+# Preferred export when --model_file names an export without its extension: an ONNX
+# file was the fastest CPU path for every model (README, Benchmarks).
 PREFERRED_FORMATS = (".onnx", ".mindir")
 
 
@@ -44,10 +46,28 @@ def resolve_model_file(model_file: str) -> str:
                       f"python export.py --file_format=ONNX --file_name={model_file}")
 
 
+def check_onnx_runtime(model_file: str, onnx_runtime: Optional[str], device_target: str) -> None:
+    """Refuse an ONNX runtime that cannot run ``model_file`` on ``device_target``."""
+    if onnx_runtime and not model_file.endswith(".onnx"):
+        raise DeployError(f"--onnx_runtime={onnx_runtime} runs ONNX files, but {model_file!r} "
+                          f"is not one; drop --onnx_runtime, or export ONNX with "
+                          f"python export.py --file_format=ONNX")
+    if onnx_runtime == "opencv" and device_target != "CPU":
+        raise DeployError(f"--onnx_runtime=opencv runs on the CPU only, not on {device_target}; "
+                          f"use --device_target=CPU, or --onnx_runtime=onnxruntime")
+
+
 def open_model(model_file: str, device_target: str = "CPU", device_id: int = 0,
-               num_threads: int = 0):
-    """An :class:`~src.export.ExportedModel` on ``device_target`` (CPU or GPU)."""
+               num_threads: int = 0, onnx_runtime: Optional[str] = None):
+    """An :class:`~src.export.ExportedModel` on ``device_target`` (CPU or GPU).
+
+    ``onnx_runtime`` (``onnxruntime``, the default, or ``opencv``) runs an ONNX file;
+    naming one for a MINDIR file is refused rather than ignored.
+    """
     from src.export import ExportedModel  # pylint: disable=import-outside-toplevel
+    check_onnx_runtime(model_file, onnx_runtime, device_target)
+    if onnx_runtime == "opencv":
+        return ExportedModel(model_file, num_threads=num_threads, onnx_runtime="opencv")
     if model_file.endswith(".onnx"):
         providers = ["CPUExecutionProvider"]
         if device_target == "GPU":
@@ -66,13 +86,13 @@ def open_model(model_file: str, device_target: str = "CPU", device_id: int = 0,
 
 def run_inference(model_file: str, data_path: str, spec: Dict, output_path: str = ".",
                   device_target: str = "CPU", device_id: int = 0, num_threads: int = 0,
-                  log=print) -> Dict:
+                  log=print, onnx_runtime: Optional[str] = None) -> Dict:
     """Run every input through the model; write result and timing files; return a summary."""
     if spec.get("input_shape", [1])[0] != 1 and model_file.endswith(".mindir"):
         raise DeployError(f"{model_file!r} was exported with batch {spec['input_shape'][0]}; the "
                           f"deploy path runs one image at a time: re-export with "
                           f"--export.batch_size=1")
-    model = open_model(model_file, device_target, device_id, num_threads)
+    model = open_model(model_file, device_target, device_id, num_threads, onnx_runtime)
     result_dir, time_dir = prepare_output_dirs(output_path)
     total_ms, count = 0.0, 0
     # NaN/Inf outputs are never written; if any input gives them, the files this run
@@ -122,12 +142,17 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU"))
     parser.add_argument("--device_id", type=int, default=0)
     parser.add_argument("--num_threads", type=int, default=0,
-                        help="onnxruntime intra-op threads (0 = its default)")
+                        help="threads of the ONNX runtime (0 = its default)")
+    parser.add_argument("--onnx_runtime", choices=ONNX_RUNTIMES, default=None,
+                        help="what runs an .onnx file: onnxruntime (default) or opencv "
+                             "(OpenCV DNN; faster for VGG16 on CPU, README: Benchmarks)")
     args, overrides = parser.parse_known_args(list(argv))
     args.model_file = resolve_model_file(args.model_file)
+    check_onnx_runtime(args.model_file, args.onnx_runtime, args.device_target)
     spec = load_spec(args.model_file, args.config_path, overrides)
     summary = run_inference(args.model_file, args.data_path, spec, args.output_path,
-                            args.device_target, args.device_id, args.num_threads)
+                            args.device_target, args.device_id, args.num_threads,
+                            onnx_runtime=args.onnx_runtime)
     print(f"wrote the results of {summary['count']} inputs to {summary['result_dir']}; "
           f"timing in {summary['timing_file']}")
     return 0
