@@ -98,16 +98,33 @@ class ExportedModel:
 
 
 def _opencv_network(path: str, num_threads: int):
-    """``(cv2.dnn.Net, output names in the graph's order)`` of the ONNX file at ``path``."""
-    import cv2  # pylint: disable=import-outside-toplevel
+    """``(cv2.dnn.Net, output names in the graph's order)`` of the ONNX file at ``path``.
 
-    from src.deploy.onnx_compat import outputs_in_graph_order  # pylint: disable=C0415
+    A file that did not come from this ``export.py`` (an older export, MindSpore's own)
+    gets the export's rewrites in memory first: without them OpenCV computes some
+    convolutions wrong (see :mod:`src.deploy.onnx_compat`).
+    """
+    import cv2  # pylint: disable=import-outside-toplevel
+    import onnx  # pylint: disable=import-outside-toplevel
+
+    from src.deploy.onnx_compat import make_portable, outputs_in_graph_order  # pylint: disable=C0415
     if num_threads:
         cv2.setNumThreads(num_threads)
     try:
-        network = cv2.dnn.readNetFromONNX(path)
+        model = onnx.load(path)
+        rewritten = make_portable(model)
+    except Exception as exc:  # protobuf and onnx raise their own types  pylint: disable=broad-except
+        raise ExportError(f"cannot read {path!r} as an ONNX model: "
+                          f"{str(exc).strip().splitlines()[0]}") from None
+    try:
+        if rewritten:
+            network = cv2.dnn.readNetFromONNX(np.frombuffer(model.SerializeToString(), np.uint8))
+        else:
+            network = cv2.dnn.readNetFromONNX(path)
     except cv2.error as exc:
-        reason = getattr(exc, "err", "") or str(exc).strip().splitlines()[-1]
+        # One line: OpenCV's message spans lines that start with "> ".
+        reason = " ".join(line.strip().lstrip("> ").strip()
+                          for line in (getattr(exc, "err", "") or str(exc)).splitlines() if line.strip())
         raise ExportError(f"OpenCV {cv2.__version__} DNN cannot load {path!r}: {reason}; run it "
                           f"on onnxruntime instead") from None
     return network, outputs_in_graph_order(network.getUnconnectedOutLayersNames())

@@ -467,7 +467,59 @@ def test_infer_refuses_an_onnx_runtime_for_a_mindir_file_before_any_work(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def _depthwise_conv_file(path, height, width, pad_attributes):
+    """A one-node ONNX file: depthwise 3x3 Conv (8 channels, bias) on a 1x8xHxW input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], group=8,
+                            **pad_attributes)
+    graph = helper.make_graph(
+        [conv], "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, height, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, height, width])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(path))
+    return rng.standard_normal((1, 8, height, width)).astype(np.float32)
+
+
+@pytest.mark.parametrize("height, width, pad_attributes", [
+    (1, 1, {"auto_pad": "SAME_UPPER"}),  # MobileNetV1's last blocks at 32x32
+    (1, 6, {"pads": [1, 1, 1, 1]}),
+    (6, 1, {"pads": [1, 1, 1, 1]}),
+])
+def test_convolution_over_a_length_one_axis_is_cut_to_the_tap_that_meets_data(
+        tmp_path, height, width, pad_attributes):
+    """OpenCV 4.10 computes a depthwise 3x3 Conv over a length-1 axis wrong (off by units or
+    garbage); the export's rewrite cuts the kernel to the one tap that meets data, which
+    every runtime computes right, and the OpenCV runtime applies it to files exported
+    elsewhere too."""
+    import onnx
+    import onnxruntime as ort
+    from src.deploy.onnx_compat import normalize_onnx_file
+    from src.export import ExportedModel
+    raw = tmp_path / "raw.onnx"
+    x = _depthwise_conv_file(raw, height, width, pad_attributes)
+    want = ort.InferenceSession(str(raw), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    # The OpenCV runtime, handed a file this export did not write.
+    got = ExportedModel(str(raw), onnx_runtime="opencv")(x)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+    exported = tmp_path / "exported.onnx"
+    exported.write_bytes(raw.read_bytes())
+    assert normalize_onnx_file(str(exported)) == 2  # the Conv, and the output renamed output_0
+    conv = next(n for n in onnx.load(str(exported)).graph.node if n.op_type == "Conv")
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in conv.attribute}
+    assert attributes["kernel_shape"] == [1 if height == 1 else 3, 1 if width == 1 else 3]
+    assert "auto_pad" not in attributes
+    cut = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(cut, want, rtol=0, atol=1e-6)
+    assert normalize_onnx_file(str(exported)) == 0  # idempotent
+
+
 def test_opencv_runtime_is_cpu_only_and_reports_a_file_it_cannot_read(tmp_path):
+    import onnx
     from src.deploy.runner import check_onnx_runtime
     from src.errors import ExportError
     from src.export import ExportedModel
@@ -476,7 +528,18 @@ def test_opencv_runtime_is_cpu_only_and_reports_a_file_it_cannot_read(tmp_path):
     check_onnx_runtime("m.onnx", "opencv", "CPU")
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
-    with pytest.raises(ExportError, match=r"OpenCV .* DNN cannot load .*broken.onnx.*onnxruntime"):
+    with pytest.raises(ExportError, match=r"cannot read .*broken.onnx.* as an ONNX model: "):
         ExportedModel(str(broken), onnx_runtime="opencv")
+    # A valid ONNX file with an operator OpenCV's importer lacks (Det).
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"])], "det",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    unsupported = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(unsupported))
+    with pytest.raises(ExportError, match=r"^OpenCV .* DNN cannot load .*det.onnx.*Det.*; "
+                                          r"run it on onnxruntime instead$") as caught:
+        ExportedModel(str(unsupported), onnx_runtime="opencv")
+    assert "\n" not in str(caught.value)
     with pytest.raises(ExportError, match="unknown ONNX runtime 'tvm'; choose one of onnxruntime, opencv"):
         ExportedModel(str(broken), onnx_runtime="tvm")

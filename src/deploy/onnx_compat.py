@@ -18,6 +18,13 @@ version used by the C++ CPU app) rejects:
   one axis of a 5-D ``x`` (YOLO's grid offsets and anchor sizes): OpenCV 4.6
   fails at run time (``shape_utils.hpp: total``). The constant is stored
   already broadcast to the output's static shape, which is exact.
+* ``Conv`` over an input axis of length 1 whose output axis has length 1 too
+  (MobileNetV1's last depthwise 3x3 convolutions at 32x32, on 1x1 maps): only
+  one tap of the kernel along that axis meets data, the others meet padding,
+  so the kernel is cut to that tap (with no padding or stride on that axis).
+  OpenCV 4.10's depthwise 3x3 kernel computes such convolutions wrong (off by
+  units, or garbage: it reads outside the row), and onnxruntime does fewer
+  multiplications. Exact but for the order of the additions.
 
 One pattern is left in the export, because its OpenCV form would slow
 onnxruntime down: ``Clip(x, min, max)`` with min/max as inputs (MobileNetV1's
@@ -189,7 +196,9 @@ def _rewrite_nodes(model, clip: bool) -> int:
         del graph.node[:]
         graph.node.extend(new_nodes)
     changed += rewritten
-    changed += _materialize_broadcast_constants(model, consts)
+    shapes = _LazyShapes(model)
+    changed += _cut_kernels_over_unit_axes(graph, consts, shapes)
+    changed += _materialize_broadcast_constants(model, consts, shapes)
     changed += _name_outputs(graph)
     if changed:
         _drop_unused_initializers(graph)
@@ -221,19 +230,123 @@ def outputs_in_graph_order(names: Sequence[str]) -> List[str]:
     return [name for _, name in sorted(zip((int(m.group(1)) for m in matches), names))]
 
 
-def _static_shapes(model) -> Dict[str, List[int]]:
-    """Fully known tensor shapes of ``model`` by name (ONNX shape inference)."""
-    from onnx import shape_inference  # pylint: disable=import-outside-toplevel
-    inferred = shape_inference.infer_shapes(model).graph
-    shapes = {}
-    for info in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
-        dims = info.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[info.name] = [d.dim_value for d in dims]
-    return shapes
+class _LazyShapes:
+    """Fully known tensor shapes of ``model`` by name (ONNX shape inference, run on first use).
+
+    The rewrites that use it keep every tensor's shape, so one inference serves them all.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._shapes: Optional[Dict[str, List[int]]] = None
+
+    def get(self, name: str) -> Optional[List[int]]:
+        if self._shapes is None:
+            from onnx import shape_inference  # pylint: disable=import-outside-toplevel
+            inferred = shape_inference.infer_shapes(_without_large_weights(self.model)).graph
+            self._shapes = {}
+            for info in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
+                dims = info.type.tensor_type.shape.dim
+                if dims and all(d.HasField("dim_value") for d in dims):
+                    self._shapes[info.name] = [d.dim_value for d in dims]
+        return self._shapes.get(name)
 
 
-def _materialize_broadcast_constants(model, consts: Dict[str, np.ndarray]) -> int:
+def _without_large_weights(model, max_elements: int = 4096):
+    """A copy of ``model`` whose large initializers are graph inputs of the same type.
+
+    Shape inference serializes the model it is given: VGG16's 528 MB of weights cost it
+    5 s. It needs their shapes only; small initializers (Reshape targets) keep their values.
+    """
+    from onnx import helper  # pylint: disable=import-outside-toplevel
+    graph = model.graph
+    large = [init for init in graph.initializer if int(np.prod(init.dims)) > max_elements]
+    if not large:
+        return model
+    small = [init for init in graph.initializer if int(np.prod(init.dims)) <= max_elements]
+    listed = {i.name for i in graph.input}  # older IRs list initializers as inputs too
+    inputs = list(graph.input) + [helper.make_tensor_value_info(init.name, init.data_type, init.dims)
+                                  for init in large if init.name not in listed]
+    light = helper.make_model(helper.make_graph(graph.node, graph.name, inputs, graph.output, small,
+                                                value_info=graph.value_info),
+                              opset_imports=model.opset_import)
+    light.ir_version = model.ir_version
+    return light
+
+
+def _conv_pads(node, in_sizes: List[int], out_sizes: List[int]) -> Optional[List[int]]:
+    """The explicit ``pads`` (begins, then ends) of Conv ``node``; None for an unknown ``auto_pad``."""
+    attrs = {a.name: a for a in node.attribute}
+    rank = len(in_sizes)
+    mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+    if mode == "NOTSET":
+        return list(attrs["pads"].ints) if "pads" in attrs else [0] * (2 * rank)
+    if mode == "VALID":
+        return [0] * (2 * rank)
+    if mode not in ("SAME_UPPER", "SAME_LOWER"):
+        return None
+    kernel = list(attrs["kernel_shape"].ints)
+    strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * rank
+    dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * rank
+    begins, ends = [], []
+    for size, out, k, s, d in zip(in_sizes, out_sizes, kernel, strides, dilations):
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        small = total // 2
+        begins.append(small if mode == "SAME_UPPER" else total - small)
+        ends.append(total - begins[-1])
+    return begins + ends
+
+
+def _cut_kernels_over_unit_axes(graph, consts: Dict[str, np.ndarray], shapes: _LazyShapes) -> int:
+    """Cut each Conv kernel axis that slides over a length-1 input axis (and makes a length-1
+    output axis) to the one tap that meets the data; returns the Conv nodes changed."""
+    from onnx import helper, numpy_helper  # pylint: disable=import-outside-toplevel
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in consts:
+            continue
+        in_shape, out_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
+        weight = consts[node.input[1]]
+        if in_shape is None or out_shape is None or weight.ndim != len(in_shape):
+            continue
+        in_sizes, out_sizes = in_shape[2:], out_shape[2:]
+        pads = _conv_pads(node, in_sizes, out_sizes)
+        if pads is None:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        rank = len(in_sizes)
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * rank
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * rank
+        taps = {}
+        for axis in range(rank):
+            k, d, begin = weight.shape[2 + axis], dilations[axis], pads[axis]
+            # Output 0 reads input -begin + j * d through tap j: the data (index 0) meets tap begin / d.
+            if (in_sizes[axis] == 1 and out_sizes[axis] == 1 and k > 1 and begin % d == 0
+                    and 0 <= begin // d < k):
+                taps[axis] = begin // d
+        if not taps:
+            continue
+        cut = weight
+        for axis, tap in taps.items():
+            cut = np.take(cut, [tap], axis=2 + axis)
+            pads[axis] = pads[rank + axis] = 0
+            strides[axis] = dilations[axis] = 1
+        cut_name = f"{node.input[1]}__cut{changed}"
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(cut), cut_name))
+        consts[cut_name] = cut
+        node.input[1] = cut_name
+        kept = [a for a in node.attribute if a.name not in
+                ("auto_pad", "pads", "strides", "dilations", "kernel_shape")]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("kernel_shape", list(cut.shape[2:])),
+                                      helper.make_attribute("pads", pads),
+                                      helper.make_attribute("strides", strides),
+                                      helper.make_attribute("dilations", dilations)])
+        changed += 1
+    return changed
+
+
+def _materialize_broadcast_constants(model, consts: Dict[str, np.ndarray], shapes: _LazyShapes) -> int:
     """Replace each broadcasting non-scalar constant of a 5-D element-wise op by its full-shape copy."""
     from onnx import numpy_helper  # pylint: disable=import-outside-toplevel
     graph = model.graph
@@ -241,7 +354,6 @@ def _materialize_broadcast_constants(model, consts: Dict[str, np.ndarray]) -> in
                   and any(name in consts and consts[name].size > 1 for name in node.input)]
     if not candidates:
         return 0
-    shapes = _static_shapes(model)
     changed = 0
     for node in candidates:
         out_shape = shapes.get(node.output[0])
