@@ -22,7 +22,7 @@ version used by the C++ CPU app) rejects:
   (MobileNetV1's last depthwise 3x3 convolutions at 32x32, on 1x1 maps): only
   one tap of the kernel along that axis meets data, the others meet padding,
   so the kernel is cut to that tap (with no padding or stride on that axis).
-  OpenCV 4.10's depthwise 3x3 kernel computes such convolutions wrong (off by
+  OpenCV 4.10-4.13's depthwise 3x3 kernel computes such convolutions wrong (off by
   units, or garbage: it reads outside the row), and onnxruntime does fewer
   multiplications. Exact but for the order of the additions.
 
