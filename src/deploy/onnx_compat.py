@@ -274,20 +274,25 @@ def _without_large_weights(model, max_elements: int = 4096):
     return light
 
 
-def _conv_pads(node, in_sizes: List[int], out_sizes: List[int]) -> Optional[List[int]]:
+def _ints_attribute(node, name: str, default: List[int]) -> List[int]:
+    found = [list(a.ints) for a in node.attribute if a.name == name]
+    return found[0] if found else list(default)
+
+
+def _conv_pads(node, kernel: Sequence[int], in_sizes: List[int],
+               out_sizes: List[int]) -> Optional[List[int]]:
     """The explicit ``pads`` (begins, then ends) of Conv ``node``; None for an unknown ``auto_pad``."""
-    attrs = {a.name: a for a in node.attribute}
     rank = len(in_sizes)
-    mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+    modes = [a.s.decode() for a in node.attribute if a.name == "auto_pad"]
+    mode = modes[0] if modes else "NOTSET"
     if mode == "NOTSET":
-        return list(attrs["pads"].ints) if "pads" in attrs else [0] * (2 * rank)
+        return _ints_attribute(node, "pads", [0] * (2 * rank))
     if mode == "VALID":
         return [0] * (2 * rank)
     if mode not in ("SAME_UPPER", "SAME_LOWER"):
         return None
-    kernel = list(attrs["kernel_shape"].ints)
-    strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * rank
-    dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * rank
+    strides = _ints_attribute(node, "strides", [1] * rank)
+    dilations = _ints_attribute(node, "dilations", [1] * rank)
     begins, ends = [], []
     for size, out, k, s, d in zip(in_sizes, out_sizes, kernel, strides, dilations):
         total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
@@ -310,13 +315,12 @@ def _cut_kernels_over_unit_axes(graph, consts: Dict[str, np.ndarray], shapes: _L
         if in_shape is None or out_shape is None or weight.ndim != len(in_shape):
             continue
         in_sizes, out_sizes = in_shape[2:], out_shape[2:]
-        pads = _conv_pads(node, in_sizes, out_sizes)
+        pads = _conv_pads(node, weight.shape[2:], in_sizes, out_sizes)
         if pads is None:
             continue
-        attrs = {a.name: a for a in node.attribute}
         rank = len(in_sizes)
-        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * rank
-        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * rank
+        strides = _ints_attribute(node, "strides", [1] * rank)
+        dilations = _ints_attribute(node, "dilations", [1] * rank)
         taps = {}
         for axis in range(rank):
             k, d, begin = weight.shape[2 + axis], dilations[axis], pads[axis]
