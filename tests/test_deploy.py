@@ -474,8 +474,9 @@ def _depthwise_conv_file(path, height, width, pad_attributes):
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(8).astype(np.float32)
-    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], group=8,
-                            **pad_attributes)
+    attributes = {"kernel_shape": [3, 3], **pad_attributes}  # kernel_shape=None: left out
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=8,
+                            **{k: v for k, v in attributes.items() if v is not None})
     graph = helper.make_graph(
         [conv], "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, height, width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, height, width])],
@@ -488,6 +489,7 @@ def _depthwise_conv_file(path, height, width, pad_attributes):
     (1, 1, {"auto_pad": "SAME_UPPER"}),  # MobileNetV1's last blocks at 32x32
     (1, 6, {"pads": [1, 1, 1, 1]}),
     (6, 1, {"pads": [1, 1, 1, 1]}),
+    (1, 1, {"auto_pad": "SAME_UPPER", "kernel_shape": None}),  # optional: the weight's shape
 ])
 def test_convolution_over_a_length_one_axis_is_cut_to_the_tap_that_meets_data(
         tmp_path, height, width, pad_attributes):
