@@ -112,10 +112,14 @@ def _opencv_network(path: str, num_threads: int):
         cv2.setNumThreads(num_threads)
     try:
         model = onnx.load(path)
-        rewritten = make_portable(model)
-    except Exception as exc:  # protobuf and onnx raise their own types  pylint: disable=broad-except
+    except Exception as exc:  # protobuf raises its own types  pylint: disable=broad-except
         raise ExportError(f"cannot read {path!r} as an ONNX model: "
                           f"{str(exc).strip().splitlines()[0]}") from None
+    try:
+        rewritten = make_portable(model)
+    except Exception as exc:  # DeployError, onnx's shape-inference errors  pylint: disable=broad-except
+        raise ExportError(f"cannot rewrite {path!r} for OpenCV DNN: "
+                          f"{str(exc).strip().splitlines()[0]}; run it on onnxruntime instead") from None
     try:
         if rewritten:
             network = cv2.dnn.readNetFromONNX(np.frombuffer(model.SerializeToString(), np.uint8))

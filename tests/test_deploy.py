@@ -543,5 +543,15 @@ def test_opencv_runtime_is_cpu_only_and_reports_a_file_it_cannot_read(tmp_path):
                                           r"run it on onnxruntime instead$") as caught:
         ExportedModel(str(unsupported), onnx_runtime="opencv")
     assert "\n" not in str(caught.value)
+    # A valid file the export's rewrites refuse (a tensor already named output_0).
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["output_0"]),
+                               helper.make_node("Sigmoid", ["output_0"], ["y"])], "clash",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    clash = tmp_path / "clash.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(clash))
+    with pytest.raises(ExportError, match=r"^cannot rewrite .*clash.onnx.* for OpenCV DNN: cannot name "
+                                          r"the ONNX outputs.*; run it on onnxruntime instead$"):
+        ExportedModel(str(clash), onnx_runtime="opencv")
     with pytest.raises(ExportError, match="unknown ONNX runtime 'tvm'; choose one of onnxruntime, opencv"):
         ExportedModel(str(broken), onnx_runtime="tvm")
