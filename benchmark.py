@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +34,9 @@ from typing import Optional
 
 import src  # noqa: F401  (CPU performance setup before MindSpore loads)
 from src.cli import REPO_ROOT
+from src.deploy.runner import fastest
 from src.errors import ZooError
+from src.utils.timing import interleaved_median_seconds
 
 # Benchmark recipe per model: config, input size, batch (full and --quick).
 BENCHMARKS = {
@@ -51,11 +52,6 @@ BENCHMARKS = {
 DEMO_ROOT = os.path.join(REPO_ROOT, "demo_data")
 
 
-# Pause before each timed call. onnxruntime's threads keep spinning on a core for about 50 ms
-# after a run, and PyTorch's OpenMP threads spin too; without the pause the call timed next
-# (another runtime, or the peer process) loses a core for that long. With it, every call starts
-# on idle cores.
-SETTLE_SECONDS = 0.1
 # Batch-1 calls take 5-200 ms, and on a shared 2-core VM single calls of the same path vary 2-3x
 # (Tiny-DarkNet on onnxruntime: 5.6-17 ms); a median of 3 flipped a ratio between runs by 1.5x.
 # So batch 1 gets at least this many timed calls per path (except with --quick).
@@ -63,29 +59,6 @@ BATCH1_MIN_REPEATS = 21
 # Inference paths timed, in table order: the checkpoint network, the MINDIR export on MindSpore,
 # the ONNX export on onnxruntime and the same ONNX file on OpenCV DNN.
 INFERENCE_PATHS = ("ckpt", "mindir", "onnx", "opencv")
-
-
-def interleaved_median_seconds(fns, repeats: int, warmup: int = 1,
-                               settle: float = SETTLE_SECONDS) -> list:
-    """Median wall time of each ``fn()`` over ``repeats`` calls after ``warmup`` calls.
-
-    With several functions the calls alternate (A B, B A, A B, ...), so that the
-    speed drift of a shared VM (seen here: +-10% over minutes) hits each alike;
-    timing one after the other once made a 1.02x ratio read 0.91x. Each timed call
-    follows a ``settle`` pause (see SETTLE_SECONDS).
-    """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for repeat in range(repeats):
-        order = list(range(len(fns)))
-        for index in (order if repeat % 2 == 0 else order[::-1]):
-            time.sleep(settle)
-            start = time.perf_counter()
-            fns[index]()
-            times[index].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -373,9 +346,15 @@ def benchmark_model(name: str, size: int, batch: int, repeats: int, workdir: str
         result[f"infer_b{n}_repeats"] = calls
         for path_name in INFERENCE_PATHS:
             result[f"infer_{path_name}_b{n}_img_per_s"] = n / seconds[path_name]
+        if n == 1:
+            # The deploy path: the ONNX file on the runtime infer.py picks here (--onnx_runtime=auto).
+            pick, _ = fastest({"onnxruntime": timed["onnx"], "opencv": timed["opencv"]})
+            seconds["deploy"] = seconds["onnx" if pick == "onnxruntime" else "opencv"]
+            result["infer_deploy_b1_runtime"] = pick
+            result["infer_deploy_b1_img_per_s"] = 1 / seconds["deploy"]
         if "pytorch" in seconds:
             result["pytorch_infer_b1_img_per_s"] = 1 / seconds["pytorch"]
-            for path_name in ("ckpt", "onnx", "opencv"):
+            for path_name in ("ckpt", "onnx", "opencv", "deploy"):
                 result[f"infer_{path_name}_b1_over_pytorch"] = (seconds["pytorch"]
                                                                 / seconds[path_name])
     if peer_runner:
@@ -459,7 +438,10 @@ COLUMNS = [("model", "model", "{}"), ("size", "image_size", "{}"), ("batch", "ba
            ("PyTorch b1", "pytorch_infer_b1_img_per_s", "{:.1f}"),
            ("ckpt b1/PyTorch", "infer_ckpt_b1_over_pytorch", "{:.2f}x"),
            ("onnx b1/PyTorch", "infer_onnx_b1_over_pytorch", "{:.2f}x"),
-           ("opencv b1/PyTorch", "infer_opencv_b1_over_pytorch", "{:.2f}x")]
+           ("opencv b1/PyTorch", "infer_opencv_b1_over_pytorch", "{:.2f}x"),
+           ("deploy runtime", "infer_deploy_b1_runtime", "{}"),
+           ("deploy b1/PyTorch", "infer_deploy_b1_over_pytorch", "{:.2f}x"),
+           ("fp32 peak/PyTorch b1", "peak_over_pytorch_b1", "{:.2f}x")]
 
 
 def format_table(results) -> str:
@@ -473,6 +455,33 @@ def format_table(results) -> str:
         cells += [f"{r.get(f'infer_{k}_b{n}_img_per_s', float('nan')):.1f}" for k in INFERENCE_PATHS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of this machine's fastest fp32 matrix product (numpy's BLAS, every core).
+
+    A convolution computed directly does the same multiply-adds, so no fp32 path without
+    fewer operations (Winograd) runs a network faster than its FLOPs at this speed.
+    """
+    import numpy as np
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    a @ a  # pylint: disable=pointless-statement  (warm-up: BLAS threads, page faults)
+    fastest_seconds = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a  # pylint: disable=pointless-statement
+        fastest_seconds = min(fastest_seconds, time.perf_counter() - start)
+    return 2.0 * size ** 3 / fastest_seconds / 1e9
+
+
+def with_peak_ratio(result: dict, peak_gflops: float) -> dict:
+    """``result`` plus ``peak_over_pytorch_b1``: the most any fp32 path that computes every
+    multiply-add can reach over PyTorch's batch-1 figure on this machine."""
+    pytorch = result.get("pytorch_infer_b1_img_per_s")
+    if pytorch:
+        result["pytorch_infer_b1_gflops_per_s"] = result["gflops_per_image"] * pytorch
+        result["peak_over_pytorch_b1"] = peak_gflops / result["pytorch_infer_b1_gflops_per_s"]
+    return result
 
 
 def environment() -> dict:
@@ -574,6 +583,7 @@ def main(argv=None) -> int:
                                                      "profiles": profiles}, indent=2))
         return 0
     from src.config import load_config  # pylint: disable=import-outside-toplevel
+    peak_gflops = matmul_peak_gflops()
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in names:
@@ -587,7 +597,9 @@ def main(argv=None) -> int:
                 name, size, batch, repeats, workdir, rival=rival, peer=peer,
                 cpu_kernels=args.cpu_kernels,
                 batch1_repeats=repeats if args.quick else max(repeats, BATCH1_MIN_REPEATS)))
-    report = {"environment": environment(), "results": results}
+            with_peak_ratio(results[-1], peak_gflops)
+    report = {"environment": dict(environment(), fp32_matmul_gflops=peak_gflops),
+              "results": results}
     print(format_table(results))
     print(json.dumps(report["environment"]))
     if args.json:

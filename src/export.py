@@ -36,10 +36,11 @@ def check_format_supported(file_format: str, device_target: str) -> None:
                           "with --device_target=Ascend on an Ascend host")
 
 
-def sample_input(batch_size: int, image_size: Sequence[int], seed: int = 0) -> np.ndarray:
+def sample_input(batch_size: int, image_size: Sequence[int], seed: int = 0,
+                 channels: int = 3) -> np.ndarray:
     """The fixed batch used for export and verification (normalised-image-like values)."""
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch_size, 3, image_size[0], image_size[1])).astype(np.float32)
+    return rng.standard_normal((batch_size, channels, image_size[0], image_size[1])).astype(np.float32)
 
 
 def _as_list(outputs) -> List[np.ndarray]:

@@ -43,11 +43,12 @@ def test_interleaved_timing_alternates_the_order_and_keeps_each_median(monkeypat
         calls.append(f"pause {seconds}")
         clock[0] += seconds
 
-    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(benchmark.time, "sleep", sleep)
+    from src.utils import timing
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(timing.time, "sleep", sleep)
     medians = benchmark.interleaved_median_seconds([timed("a", 2.0), timed("b", 3.0)], repeats=3)
     assert medians == [2.0, 3.0]  # the pauses are not timed
-    pause = f"pause {benchmark.SETTLE_SECONDS}"
+    pause = f"pause {timing.SETTLE_SECONDS}"
     # warm-up, then AB, BA, AB; every timed call starts after a pause (spinning threads of the
     # call before, e.g. onnxruntime's, must not steal a core from it)
     assert calls == ["a", "b"] + [item for name in "abbaab" for item in (pause, name)]
@@ -63,6 +64,7 @@ def test_quick_benchmark_of_every_model_is_well_formed(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["environment"]["mindspore"]
+    assert report["environment"]["fp32_matmul_gflops"] > 0
     from src import kernels
     try:
         kernels.load()
@@ -74,8 +76,13 @@ def test_quick_benchmark_of_every_model_is_well_formed(tmp_path):
     for r in report["results"]:
         for key in ("train_img_per_s", "data_img_per_s", "gflops_per_image", "train_compile_s",
                     "infer_ckpt_b1_img_per_s", "infer_mindir_b1_img_per_s", "infer_onnx_b1_img_per_s",
-                    "infer_opencv_b1_img_per_s", "infer_opencv_b2_img_per_s"):
+                    "infer_opencv_b1_img_per_s", "infer_opencv_b2_img_per_s",
+                    "infer_deploy_b1_img_per_s"):
             assert isinstance(r[key], float) and r[key] > 0, (r["model"], key, r.get(key))
+        # The deploy path is the runtime infer.py picks, timed in the same alternated calls.
+        runtime = r["infer_deploy_b1_runtime"]
+        assert r["infer_deploy_b1_img_per_s"] == r[{"onnxruntime": "infer_onnx_b1_img_per_s",
+                                                    "opencv": "infer_opencv_b1_img_per_s"}[runtime]]
         assert r["cpu_kernels"] == expected_kernels, r["model"]  # the default, cpu_kernels=auto
         assert r["infer_b1_repeats"] == r["infer_b2_repeats"] == 2  # --quick: no batch-1 floor
     assert "| tinydarknet |" in proc.stdout and "train img/s" in proc.stdout
@@ -247,7 +254,9 @@ def test_table_has_the_peer_ratio_columns():
     row = {"model": "vgg16", "image_size": 32, "batch": 2, "train_img_per_s": 4.0,
            "pytorch_train_img_per_s": 5.0, "train_over_pytorch": 0.8,
            "infer_ckpt_b1_over_pytorch": 1.25, "infer_onnx_b1_over_pytorch": 2.5,
-           "infer_opencv_b1_over_pytorch": 1.5, "infer_opencv_b2_img_per_s": 7.0}
+           "infer_opencv_b1_over_pytorch": 1.5, "infer_opencv_b2_img_per_s": 7.0,
+           "infer_deploy_b1_runtime": "opencv", "infer_deploy_b1_over_pytorch": 1.5,
+           "peak_over_pytorch_b1": 1.4}
     table = benchmark.format_table([row]).splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     cells = [c.strip() for c in table[2].strip("|").split("|")]
@@ -258,7 +267,29 @@ def test_table_has_the_peer_ratio_columns():
     assert dict(zip(header, cells))["opencv b1/PyTorch"] == "1.50x"
     assert dict(zip(header, cells))["opencv bN"] == "7.0"
     assert dict(zip(header, cells))["ours/MindCV"] == "-"
+    assert dict(zip(header, cells))["deploy runtime"] == "opencv"
+    assert dict(zip(header, cells))["deploy b1/PyTorch"] == "1.50x"
+    assert dict(zip(header, cells))["fp32 peak/PyTorch b1"] == "1.40x"
     assert len(header) == len(cells)
+
+
+def test_peak_ratio_is_the_fp32_ceiling_over_pytorchs_batch_1_speed():
+    import benchmark
+    # VGG16 at 224 is 30.94 GFLOPs per image; PyTorch at 3.5 img/s runs 108 GFLOP/s.
+    row = benchmark.with_peak_ratio({"gflops_per_image": 30.94, "pytorch_infer_b1_img_per_s": 3.5},
+                                    peak_gflops=150.0)
+    assert row["pytorch_infer_b1_gflops_per_s"] == pytest.approx(108.29)
+    assert row["peak_over_pytorch_b1"] == pytest.approx(150.0 / 108.29, rel=1e-4)
+    assert "peak_over_pytorch_b1" not in benchmark.with_peak_ratio({"gflops_per_image": 1.0}, 150.0)
+
+
+def test_matmul_peak_is_a_plausible_speed():
+    import benchmark
+    import time
+    start = time.perf_counter()
+    peak = benchmark.matmul_peak_gflops(size=256, repeats=2)
+    # 2 * 256^3 multiply-adds in at least the time one took, and no CPU here does 100 TFLOP/s.
+    assert 2 * 256 ** 3 * 3 / (time.perf_counter() - start) / 1e9 <= peak < 1e5
 
 
 def test_pytorch_peer_process_trains_the_zoo_weights_with_the_users_isa(pynative_cpu, monkeypatch):

@@ -555,3 +555,114 @@ def test_opencv_runtime_is_cpu_only_and_reports_a_file_it_cannot_read(tmp_path):
         ExportedModel(str(clash), onnx_runtime="opencv")
     with pytest.raises(ExportError, match="unknown ONNX runtime 'tvm'; choose one of onnxruntime, opencv"):
         ExportedModel(str(broken), onnx_runtime="tvm")
+
+
+# --- --onnx_runtime=auto: the faster runtime, timed at start-up -----------------------------
+
+def _fake_clock(monkeypatch):
+    """A clock that only the fake calls advance; the list of calls made."""
+    from src.utils import timing
+    clock, calls = [0.0], []
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(timing.time, "sleep", lambda seconds: None)
+
+    def timed(name, *seconds):
+        durations = iter(seconds)
+        last = [seconds[0]]
+
+        def call():
+            calls.append(name)
+            last[0] = next(durations, last[0])
+            clock[0] += last[0]
+        return call
+    return timed, calls
+
+
+@pytest.mark.parametrize("opencv_seconds, pick", [(0.09, "opencv"), (0.095, "onnxruntime"),
+                                                  (0.2, "onnxruntime")])
+def test_auto_keeps_onnxruntime_unless_another_is_clearly_faster(monkeypatch, opencv_seconds, pick):
+    from src.deploy import runner
+    timed, calls = _fake_clock(monkeypatch)
+    got, milliseconds = runner.fastest({"onnxruntime": timed("onnxruntime", 0.1),
+                                        "opencv": timed("opencv", opencv_seconds)})
+    assert got == pick  # 0.1 / 0.095 = 1.05: under the 1.1 margin, a tie
+    assert milliseconds == pytest.approx({"onnxruntime": 100.0, "opencv": 1000 * opencv_seconds})
+    # 2 untimed calls each, then as many as fit in a second (at least 5), alternated
+    repeats = max(runner.AUTO_CALLS[0], int(runner.AUTO_TIMING_SECONDS / max(0.1, opencv_seconds)))
+    assert calls.count("onnxruntime") == calls.count("opencv") == 2 + repeats
+
+
+def test_auto_takes_a_median_so_one_slow_call_does_not_decide(monkeypatch):
+    from src.deploy import runner
+    timed, calls = _fake_clock(monkeypatch)
+    # onnxruntime's warm-up and first timed call are slow (a busy VM), then it is the faster.
+    got, milliseconds = runner.fastest({"onnxruntime": timed("onnxruntime", 0.5, 0.5, 0.5, 0.01),
+                                        "opencv": timed("opencv", 0.02)})
+    assert got == "onnxruntime" and milliseconds["onnxruntime"] == pytest.approx(10.0)
+    assert calls.count("opencv") == 2 + runner.AUTO_CALLS[0]  # a 0.5 s warm-up call: few repeats
+    timed, calls = _fake_clock(monkeypatch)
+    runner.fastest({"a": timed("a", 0.001), "b": timed("b", 0.001)})
+    assert calls.count("a") == 2 + runner.AUTO_CALLS[1]  # fast calls: the upper bound
+
+
+def test_auto_opens_the_file_on_the_runtime_it_names(tmp_path, monkeypatch):
+    from src.deploy import runner
+    model_file = tmp_path / "dw.onnx"
+    x = _depthwise_conv_file(model_file, 6, 6, {"pads": [1, 1, 1, 1]})
+    lines = []
+    model = runner.open_model(str(model_file), input_shape=[1, 8, 6, 6], log=lines.append)
+    assert len(lines) == 1 and re.fullmatch(
+        r"ONNX runtime: (onnxruntime|opencv) \((onnxruntime [\d.]+ ms, opencv [\d.]+ ms per call; "
+        r"another is picked when 1.1x faster|[\d.]+x faster than onnxruntime here: onnxruntime "
+        r"[\d.]+ ms, opencv [\d.]+ ms per call)\); --onnx_runtime=onnxruntime or opencv pins one",
+        lines[0]), lines
+    assert model.runtime == lines[0].split()[2]
+    want = runner.open_model(str(model_file), onnx_runtime="onnxruntime")(x)[0]
+    np.testing.assert_allclose(model(x)[0], want, rtol=0, atol=1e-5)
+    # Whichever fastest() names is the one that runs; an explicit runtime is never timed.
+    for name in ("opencv", "onnxruntime"):
+        monkeypatch.setattr(runner, "fastest", lambda calls, name=name: (name, {n: 1.0 for n in calls}))
+        assert runner.open_model(str(model_file), input_shape=[1, 8, 6, 6],
+                                 log=lambda _: None).runtime == name
+    monkeypatch.setattr(runner, "fastest", None)
+    assert runner.open_model(str(model_file), onnx_runtime="opencv", input_shape=[1, 8, 6, 6]
+                             ).runtime == "opencv"
+    assert runner.open_model(str(model_file), onnx_runtime="onnxruntime", input_shape=[1, 8, 6, 6]
+                             ).runtime == "onnxruntime"
+
+
+def test_auto_falls_back_to_onnxruntime_and_says_why(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+    from src.deploy import runner
+    monkeypatch.setattr(runner, "fastest", None)  # never timed: only onnxruntime can run these
+    # OpenCV refuses the file (a tensor already named output_0, see the test above).
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["output_0"]),
+                               helper.make_node("Sigmoid", ["output_0"], ["y"])], "clash",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])])
+    clash = tmp_path / "clash.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(clash))
+    lines = []
+    assert runner.open_model(str(clash), input_shape=[1, 3, 2, 2],
+                             log=lines.append).runtime == "onnxruntime"
+    assert len(lines) == 1 and lines[0].startswith(
+        "ONNX runtime: onnxruntime, the only one that loads it (cannot rewrite "), lines
+    # A batch the file does not take: onnxruntime is kept, so that the run fails on its first
+    # input with the runner's own message.
+    dw = tmp_path / "dw.onnx"
+    _depthwise_conv_file(dw, 6, 6, {"pads": [1, 1, 1, 1]})
+    lines = []
+    assert runner.open_model(str(dw), input_shape=[1, 3, 6, 6],
+                             log=lines.append).runtime == "onnxruntime"
+    assert len(lines) == 1 and lines[0].startswith(
+        "ONNX runtime: onnxruntime, as onnxruntime cannot run a [1, 3, 6, 6] batch ("), lines
+
+
+def test_auto_is_cpu_only_and_refused_for_a_mindir_file():
+    from src.deploy.runner import check_onnx_runtime
+    with pytest.raises(DeployError, match="--onnx_runtime=auto runs on the CPU only, not on GPU"):
+        check_onnx_runtime("m.onnx", "auto", "GPU")
+    with pytest.raises(DeployError, match="--onnx_runtime=auto runs ONNX files, but 'm.mindir'"):
+        check_onnx_runtime("m.mindir", "auto", "CPU")
+    check_onnx_runtime("m.onnx", "auto", "CPU")

@@ -126,12 +126,14 @@ def test_python_runner_agrees_with_eval(deployed):
     spec = load_spec(deployed["mindir"])  # from the .json export wrote
     assert spec["model"] == deployed["model"] and spec["num_classes"] == NUM_CLASSES
     prepared = preprocess(spec, str(deployed["data"]), str(work / "pre"), log=lambda _: None)
-    result_dirs = {}
-    for kind, runtime in (("onnx", None), ("onnx", "opencv"), ("mindir", None)):
-        name = f"{kind}_{runtime}" if runtime else kind
+    result_dirs, logs = {}, []
+    # None: infer.py's default, which for ONNX on CPU is --onnx_runtime=auto.
+    for kind, runtime in (("onnx", "onnxruntime"), ("onnx", "opencv"), ("onnx", None),
+                          ("mindir", None)):
+        name = f"{kind}_{runtime}" if runtime else f"{kind}_default"
         out = work / f"python_{name}"
         summary = run_inference(deployed[kind], prepared["inputs"], spec, str(out),
-                                log=lambda _: None, onnx_runtime=runtime)
+                                log=logs.append, onnx_runtime=runtime)
         assert summary["count"] == deployed["eval"]["num_samples"]
         timing = (out / "time_Result" / "test_perform_static.txt").read_text()
         assert re.fullmatch(r"NN inference cost average time: [\d.]+ ms of infer_count \d+\n", timing)
@@ -141,10 +143,16 @@ def test_python_runner_agrees_with_eval(deployed):
                       deployed["model"])
         result_dirs[name] = Path(summary["result_dir"])
     # --onnx_runtime=opencv writes onnxruntime's logits, up to rounding (Winograd for VGG16).
-    files = sorted(p.name for p in result_dirs["onnx"].iterdir())
+    files = sorted(p.name for p in result_dirs["onnx_onnxruntime"].iterdir())
     assert files == sorted(p.name for p in result_dirs["onnx_opencv"].iterdir())
+    # The default ran the ONNX file on the runtime its log line names: that runtime's files.
+    picked = next(line.split()[2] for line in logs if line.startswith("ONNX runtime: "))
+    assert files == sorted(p.name for p in result_dirs["onnx_default"].iterdir())
     for file in files:
-        want = np.fromfile(result_dirs["onnx"] / file, np.float32)
+        np.testing.assert_array_equal(np.fromfile(result_dirs["onnx_default"] / file, np.float32),
+                                      np.fromfile(result_dirs[f"onnx_{picked}"] / file, np.float32))
+    for file in files:
+        want = np.fromfile(result_dirs["onnx_onnxruntime"] / file, np.float32)
         np.testing.assert_allclose(np.fromfile(result_dirs["onnx_opencv"] / file, np.float32), want,
                                    rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 

@@ -74,6 +74,12 @@ def result_arrays(folder):
     return {p.name: np.fromfile(p, np.float32) for p in sorted(folder.iterdir())}
 
 
+# These tests check each export to float rounding: the ONNX file runs on onnxruntime, pinned,
+# because infer.py's default (auto) may pick OpenCV, whose Winograd rounds differently
+# (test_deploy_e2e checks the default).
+PINNED_RUNTIME = {"onnx": ["--onnx_runtime=onnxruntime"], "mindir": []}
+
+
 def assert_same_outputs(onnx_dir, mindir_dir):
     onnx, mindir = result_arrays(onnx_dir), result_arrays(mindir_dir)
     assert sorted(onnx) == sorted(mindir) and onnx
@@ -122,7 +128,7 @@ def test_toy_classifier_train_eval_export_infer_postprocess(demo_data, tmp_path)
         f"--output_path={tmp_path / 'pre'}")
     for kind in ("onnx", "mindir"):
         run("infer.py", f"--model_file={base}.{kind}", f"--data_path={cifar}",
-            f"--output_path={tmp_path / kind}")
+            f"--output_path={tmp_path / kind}", *PINNED_RUNTIME[kind])
         out = run("postprocess.py", f"--model_file={base}.{kind}",
                   f"--result_path={tmp_path / kind / 'result_Files'}",
                   f"--label_file={tmp_path / 'pre' / 'label.txt'}").stdout
@@ -154,7 +160,7 @@ def test_toy_detector_train_eval_export_infer_postprocess(demo_data, tmp_path):
     reference = json.loads(Path(metrics["predictions_file"]).read_text())
     for kind in ("onnx", "mindir"):
         run("infer.py", f"--model_file={base}.{kind}", f"--data_path={images}",
-            f"--output_path={tmp_path / kind}")
+            f"--output_path={tmp_path / kind}", *PINNED_RUNTIME[kind])
         run("postprocess.py", f"--model_file={base}.{kind}",
             f"--result_path={tmp_path / kind / 'result_Files'}", f"--img_path={images}",
             f"--ann_file={ann}", f"--output_dir={tmp_path}", f"--run_name=post_{kind}")

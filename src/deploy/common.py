@@ -29,6 +29,9 @@ RESULT_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.bin$")
 # VGG16 faster on CPU and the other models slower (README: Benchmarks), and moves the outputs
 # by about 1e-6 relative.
 ONNX_RUNTIMES = ("onnxruntime", "opencv")
+# infer.py's default on CPU: time both on the file at start-up and keep the faster
+# (src.deploy.runner.open_fastest_onnx), as cudnn.benchmark picks a convolution algorithm.
+AUTO_ONNX_RUNTIME = "auto"
 
 
 class DeployError(ZooError):
