@@ -82,7 +82,7 @@ def fastest(calls: Dict[str, Callable[[], object]]) -> Tuple[str, Dict[str, floa
         start = time.perf_counter()
         call()
         slowest = max(slowest, time.perf_counter() - start)
-    repeats = int(min(max(AUTO_TIMING_SECONDS / max(slowest, 1e-6), AUTO_CALLS[0]), AUTO_CALLS[1]))
+    repeats = round(min(max(AUTO_TIMING_SECONDS / max(slowest, 1e-6), AUTO_CALLS[0]), AUTO_CALLS[1]))
     medians = interleaved_median_seconds(list(calls.values()), repeats, warmup=0)
     milliseconds = {name: 1000.0 * seconds for name, seconds in zip(calls, medians)}
     default, best = next(iter(milliseconds)), min(milliseconds, key=milliseconds.get)
