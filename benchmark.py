@@ -11,9 +11,10 @@ For each model it reports, after warm-up and as the median of timed repeats:
   * infer img/s of the checkpoint network, the exported MINDIR (MindSpore) and the
     exported ONNX (on onnxruntime, and on OpenCV DNN: infer.py --onnx_runtime=opencv)
     at batch 1 and at the benchmark batch;
+  * deploy: the ONNX file on the runtime infer.py picks here (--onnx_runtime=auto), batch 1;
   * data img/s of the real training pipeline (decode + augment + batch) on the demo data;
   * GFLOP/s achieved, next to the model's forward GFLOPs per image (a train step
-    costs about 3x the forward).
+    costs about 3x the forward), and this machine's fp32 matrix-product peak.
 
 ``--peer=pytorch`` times the same network, loss and optimizer in PyTorch eager
 (src/bench/pytorch_peers.py) in a child process with oneDNN's ISA as the user
@@ -21,7 +22,8 @@ left it (the zoo's AVX2 cap is MindSpore's workaround, not PyTorch's), torch's
 threads = MindSpore's runtime threads
 interleaved with ours on the same batch, and batch-1 inference interleaved with
 the checkpoint network and the ONNX export; ``--mindcv`` does the same for
-MindCV's train step. Ratios > 1 mean the zoo is faster.
+MindCV's train step. Ratios > 1 mean the zoo is faster; "fp32 peak/PyTorch b1" is the most
+any fp32 path computing every multiply-add could reach over PyTorch at batch 1 here.
 """
 import argparse
 import json
