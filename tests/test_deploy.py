@@ -454,6 +454,7 @@ def test_opencv_output_layers_are_put_in_onnx_order():
 @pytest.mark.parametrize("args, message", [
     (["--onnx_runtime=opencv"], r"--onnx_runtime=opencv runs ONNX files, but .*model.mindir"),
     (["--onnx_runtime=onnxruntime"], r"--onnx_runtime=onnxruntime runs ONNX files"),
+    (["--onnx_runtime=auto"], r"--onnx_runtime=auto runs ONNX files, but .*model.mindir"),
 ])
 def test_infer_refuses_an_onnx_runtime_for_a_mindir_file_before_any_work(tmp_path, args, message):
     model = tmp_path / "model.mindir"
